@@ -1,0 +1,68 @@
+"""ONNX's operator schemas and shape inference, plugged into the IR's op registry.
+
+The IR stays free of onnx imports; importing :mod:`optimizer.onnx_io` installs
+these hooks on :data:`optimizer.ir.REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import onnx
+
+from optimizer.ir import REGISTRY, Node, TensorType, ValueType
+from optimizer.onnx_io.types import attr_to_proto, tensor_to_proto, type_from_proto, type_to_proto
+
+#: Constant inputs up to this many elements are given to inference as data (shape tensors).
+_CONSTANT_DATA_LIMIT = 1024
+
+
+@functools.lru_cache(maxsize=4096)
+def has_schema(domain: str, op: str, opset: int | None) -> bool:
+    """Whether ONNX defines ``op`` in ``domain`` (at ``opset`` when given)."""
+    domain = "" if domain == "ai.onnx" else domain
+    try:
+        if opset is None:
+            return onnx.defs.has(op, domain)
+        onnx.defs.get_schema(op, opset, domain)
+        return True
+    except Exception:  # noqa: BLE001 - SchemaError when absent at that version
+        return False
+
+
+def infer_node_types(node: Node, opset: int | None) -> list[ValueType] | None:
+    """Output types of one node by ONNX shape inference (None when it cannot tell)."""
+    if node.domain not in ("", "ai.onnx.ml") or not has_schema(node.domain, node.op, opset):
+        return None
+    inputs, initializers, names = [], [], []
+    for i, value in enumerate(node.inputs):
+        if value is None:
+            names.append("")
+            continue
+        name = f"in{i}"
+        names.append(name)
+        data = value.constant
+        if data is not None and data.size <= _CONSTANT_DATA_LIMIT:
+            initializers.append(tensor_to_proto(data, name))
+        inputs.append(onnx.helper.make_value_info(name, type_to_proto(value.type)))
+    outputs = [f"out{i}" for i in range(len(node.outputs))]
+    proto = onnx.helper.make_node(node.op, names, outputs, domain=node.domain)
+    proto.attribute.extend(attr_to_proto(k, a) for k, a in node.attrs)
+    graph = onnx.helper.make_graph([proto], "infer", inputs, [], initializer=initializers)
+    opsets = [onnx.helper.make_opsetid(node.domain, opset or onnx.defs.onnx_opset_version())]
+    if node.domain:
+        opsets.append(onnx.helper.make_opsetid("", onnx.defs.onnx_opset_version()))
+    model = onnx.helper.make_model(graph, opset_imports=opsets)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference failures just mean "unknown"
+        return None
+    found = {v.name: type_from_proto(v.type) for v in inferred.graph.value_info}
+    types = [found.get(name) for name in outputs]
+    if any(t is None for t in types):
+        return None
+    return [t for t in types if isinstance(t, (TensorType,)) or t is not None]
+
+
+REGISTRY.schema_provider = has_schema
+REGISTRY.fallback_infer = infer_node_types
