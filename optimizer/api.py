@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -157,11 +157,21 @@ def optimize_file(
     dst_path = src_path if in_place else Path(dst) if dst is not None else default_output_path(src)
     if not in_place and dst_path.resolve() == src_path.resolve() and src_path.exists():
         raise GraphoptError(f"{dst_path}: refusing to overwrite the input; pass --in-place")
-    graph, _ = onnx_io.import_model(
-        onnx_io.load_proto(src_path), onnx_io.base_dir_of(src_path), input_shapes=options.input_shapes
+    proto = onnx_io.load_proto(src_path)
+    graph, imported = onnx_io.import_model(
+        proto, onnx_io.base_dir_of(src_path), input_shapes=options.input_shapes
     )
-    before = graph_stats(graph)
+    histogram, params = onnx_io.proto_summary(proto)
+    del proto
+    before = replace(
+        graph_stats(graph), nodes=sum(histogram.values()), op_histogram=histogram, parameters=params
+    )
+    # Dead code and duplicate nodes disappear as the IR is built: report that as a pass.
+    structural = PassResult(
+        "dce+cse (import)", imported.onnx_nodes, imported.ir_nodes, time.perf_counter() - start
+    )
     graph, passes = _optimize_graph(graph, options)
+    passes.insert(0, structural)
     after = graph_stats(graph)
     staging = Path(tempfile.mkdtemp(prefix=".graphopt-", dir=dst_path.parent.resolve()))
     try:

@@ -204,6 +204,7 @@ def info(
         flops = f"{stats.flops:,}"
         if stats.nodes_without_flops:
             flops += f" (+{stats.nodes_without_flops} nodes with unknown shapes)"
+        flops += " (symbolic dims counted as 1)" if any("?" in t or _symbolic(t) for _, t in stats.inputs) else ""
         out.print(f"nodes: {stats.nodes}   parameters: {stats.parameters:,}   FLOPs: {flops}")
 
     _guarded(action)
@@ -256,6 +257,11 @@ def check_cmd(
             raise typer.Exit(EXIT_CHECK_FAILED)
 
     _guarded(action)
+
+
+def _symbolic(type_text: str) -> bool:
+    dims = type_text[type_text.find("[") + 1 : -1].split(",")
+    return any(d and not d.isdigit() for d in dims)
 
 
 def _finite(x: float) -> float | None:

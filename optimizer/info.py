@@ -47,13 +47,23 @@ class ModelStats:
         }
 
 
+def _concrete(t):
+    """A tensor type with symbolic dims taken as 1 (FLOPs are reported per unit of each symbol)."""
+    if not isinstance(t, TensorType) or t.shape is None:
+        return t
+    return TensorType(t.dtype, tuple(d if isinstance(d, int) else 1 for d in t.shape))
+
+
 def node_flops(node: Node) -> int | None:
-    """Estimated floating-point operations of one node, or None when shapes are unknown."""
-    outs = [v.type for v in node.outputs]
+    """Estimated floating-point operations of one node, or None when shapes are unknown.
+
+    Symbolic dimensions (a dynamic batch) count as 1.
+    """
+    outs = [_concrete(v.type) for v in node.outputs]
     if not outs or not isinstance(outs[0], TensorType):
         return None
     out_elems = num_elements(outs[0].shape)
-    ins = [v.type if v is not None else None for v in node.inputs]
+    ins = [_concrete(v.type) if v is not None else None for v in node.inputs]
     if node.op in ("Conv", "ConvTranspose") and len(ins) >= 2 and isinstance(ins[1], TensorType):
         kernel = num_elements(ins[1].shape)
         if out_elems is None or kernel is None or not ins[1].shape:
@@ -103,7 +113,7 @@ def graph_stats(graph: Graph) -> ModelStats:
         parameter_bytes=bytes_,
         flops=flops,
         nodes_without_flops=unknown,
-        inputs=[(v.node.attr("name"), str(v.type)) for v in graph.inputs],
+        inputs=[(v.input_name, str(v.type)) for v in graph.inputs],
         outputs=[(n, str(v.type)) for v, n in zip(graph.outputs, graph.output_names)],
         opsets=dict(graph.meta.opset_imports),
     )

@@ -105,6 +105,13 @@ class Value:
         return self.node.is_constant
 
     @property
+    def input_name(self) -> str:
+        """The name of a graph input (raises for other values)."""
+        if not self.node.is_input:
+            raise ValueError(f"{self!r} is not a graph input")
+        return self.node.attr("name").decode()
+
+    @property
     def constant(self) -> TensorData | None:
         """The constant's data, or None when the value is not a constant."""
         return self.node.attrs_dict["value"].value if self.node.is_constant else None
@@ -386,7 +393,7 @@ def check_graph(graph: Graph) -> list[str]:
 
     problems: list[str] = []
     input_nodes = set()
-    names = [n.node.attr("name") for n in graph.inputs]
+    names = [v.input_name for v in graph.inputs if v.node.is_input]
     for value in graph.inputs:
         if not value.node.is_input:
             problems.append(f"graph input {value!r} is not an input node")
@@ -400,7 +407,7 @@ def check_graph(graph: Graph) -> list[str]:
     for node in graph.nodes(include_sources=True):
         if node.is_input:
             if node not in input_nodes:
-                problems.append(f"value of input {node.attr('name')!r} is not a graph input")
+                problems.append(f"value of input {node.outputs[0].input_name!r} is not a graph input")
             continue
         if node.is_constant:
             data = node.attr("value")

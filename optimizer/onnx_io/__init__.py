@@ -25,9 +25,31 @@ __all__ = [
     "import_model",
     "load",
     "load_proto",
+    "proto_summary",
     "save",
     "to_proto",
 ]
+
+
+def proto_summary(model: onnx.ModelProto) -> tuple[dict[str, int], int]:
+    """Op histogram and parameter count of a ModelProto as stored (before any import merging)."""
+    histogram: dict[str, int] = {}
+    params = 0
+    for node in model.graph.node:
+        key = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        if key == "Constant":
+            params += sum(_elements(a.t) for a in node.attribute if a.name == "value")
+            continue
+        histogram[key] = histogram.get(key, 0) + 1
+    params += sum(_elements(t) for t in model.graph.initializer)
+    return histogram, params
+
+
+def _elements(tensor: onnx.TensorProto) -> int:
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    return count
 
 
 def load_proto(path: str | os.PathLike) -> onnx.ModelProto:
@@ -46,7 +68,9 @@ def load(path: str | os.PathLike) -> tuple[Graph, ImportStats]:
 
 def to_proto(graph: Graph) -> onnx.ModelProto:
     """An in-memory ModelProto of ``graph`` with every weight inlined."""
-    return materialize(export_model(graph), None)
+    # Absolute locations come only from our exporter (unchanged weights left where they lie);
+    # the importer refuses them in input models.
+    return materialize(export_model(graph), None, allow_absolute=True)
 
 
 def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = None) -> None:
@@ -55,4 +79,6 @@ def save(graph: Graph, path: str | os.PathLike, *, external_data: bool | None = 
     ``external_data``: None chooses a separate ``.data`` file only when the
     model would exceed protobuf's 2 GB limit.
     """
-    save_model_streaming(export_model(graph), path, base_dir=None, external_data=external_data)
+    save_model_streaming(
+        export_model(graph), path, base_dir=None, external_data=external_data, allow_absolute=True
+    )

@@ -53,7 +53,7 @@ def export_model(graph: Graph) -> onnx.ModelProto:
     meta = graph.meta
     nodes = graph.nodes()
     reserved: set[str] = set(graph.output_names)
-    reserved.update(v.node.attr("name") for v in graph.inputs)
+    reserved.update(v.input_name for v in graph.inputs)
     captured: dict[Value, set[str]] = {}
     for node in nodes:
         for attr_name, attr in node.attrs:
@@ -65,7 +65,7 @@ def export_model(graph: Graph) -> onnx.ModelProto:
             reserved.add(name)
     namer = _Namer(set())
     for value in graph.inputs:
-        namer.claim(value, value.node.attr("name"))
+        namer.claim(value, value.input_name)
     out_identity: list[tuple[Value, str]] = []
     for value, name in zip(graph.outputs, graph.output_names):
         if value.node.is_source or not namer.claim(value, name):
@@ -98,7 +98,7 @@ def export_model(graph: Graph) -> onnx.ModelProto:
     io_types = dict(meta.io_types)
     inputs = []
     for value in graph.inputs:
-        name = value.node.attr("name")
+        name = value.input_name
         inputs.append(_value_info(name, value, io_types))
         default = value.node.attr("default")
         if default is not None:

@@ -260,6 +260,9 @@ def subgraph_from_proto(graph: onnx.GraphProto) -> Subgraph:
 
 
 def _scan_names(graph: onnx.GraphProto, defined: set[str], used: set[str]) -> None:
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+        # Bodies are carried as bytes; their file references could not be checked or moved.
+        raise UnsupportedModelError("external data inside a control-flow subgraph is not supported")
     defined.update(v.name for v in graph.input)
     defined.update(t.name for t in graph.initializer)
     defined.update(t.values.name for t in graph.sparse_initializer)
