@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 
 from optimizer import onnx_io, runtime
-from optimizer.errors import GraphoptError
+from optimizer.errors import CheckUnavailableError, GraphoptError
 from optimizer.info import ModelStats, graph_stats
 from optimizer.ir import Graph
 from optimizer.passes import DEFAULT_SIZE_LIMIT, PASSES, PassResult, run_passes
@@ -117,6 +117,13 @@ def _options(options: OptimizeOptions | None, kwargs: dict) -> OptimizeOptions:
 
 
 def _check(reference, candidate, options: OptimizeOptions) -> runtime.EquivalenceReport:
+    try:
+        return _compare(reference, candidate, options)
+    except CheckUnavailableError as exc:
+        raise CheckUnavailableError(f"{exc} (the numeric check needs it; --no-check skips it)") from exc
+
+
+def _compare(reference, candidate, options: OptimizeOptions) -> runtime.EquivalenceReport:
     return runtime.assert_equivalent(
         reference if not isinstance(reference, os.PathLike) else os.fspath(reference),
         candidate if not isinstance(candidate, os.PathLike) else os.fspath(candidate),
@@ -162,6 +169,7 @@ def optimize_file(
         proto, onnx_io.base_dir_of(src_path), input_shapes=options.input_shapes
     )
     histogram, params = onnx_io.proto_summary(proto)
+    size_before = onnx_io.stored_size(src_path, proto)
     del proto
     before = replace(
         graph_stats(graph), nodes=sum(histogram.values()), op_histogram=histogram, parameters=params
@@ -192,7 +200,7 @@ def optimize_file(
         seconds=time.perf_counter() - start,
         checked=options.check,
         max_abs_error=max((o.max_abs_err for o in report.outputs), default=0.0) if report else None,
-        size_before=src_path.stat().st_size if not in_place else None,
-        size_after=dst_path.stat().st_size,
+        size_before=size_before,
+        size_after=onnx_io.stored_size(dst_path, onnx_io.load_proto(dst_path)),
         output_path=str(dst_path),
     )

@@ -316,6 +316,11 @@ def _resolve_shape(spec: InputSpec, override: tuple[int, ...] | None, default_di
 
 
 def _random_array(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]):
+    # numpy returns scalars, not arrays, for shape (); onnxruntime only takes arrays.
+    return np.asarray(_random_values(rng, dtype, shape))
+
+
+def _random_values(rng: np.random.Generator, dtype: np.dtype, shape: tuple[int, ...]):
     if dtype.kind == "c":
         return (rng.standard_normal(shape) + 1j * rng.standard_normal(shape)).astype(dtype)
     if _is_float(dtype):

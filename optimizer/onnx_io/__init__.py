@@ -26,6 +26,7 @@ __all__ = [
     "load",
     "load_proto",
     "proto_summary",
+    "stored_size",
     "save",
     "to_proto",
 ]
@@ -43,6 +44,17 @@ def proto_summary(model: onnx.ModelProto) -> tuple[dict[str, int], int]:
         histogram[key] = histogram.get(key, 0) + 1
     params += sum(_elements(t) for t in model.graph.initializer)
     return histogram, params
+
+
+def stored_size(path: str | os.PathLike, model: onnx.ModelProto) -> int:
+    """Bytes a model occupies on disk: its file plus the external-data files it references."""
+    base = base_dir_of(path)
+    files = {os.path.realpath(path)}
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+            files.add(os.path.realpath(os.path.join(base, location)))
+    return sum(os.path.getsize(f) for f in files if os.path.isfile(f))
 
 
 def _elements(tensor: onnx.TensorProto) -> int:
