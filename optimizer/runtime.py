@@ -486,6 +486,10 @@ def _compare_arrays(ref: Any, cand: Any, rtol: float, atol: float):
         i = _index(int(np.argmin(equal)), ref.shape)
         why = f"{int((~equal).sum())} of {ref.size} values differ ({ref.dtype} must match "
         return False, err, nan, why + f"exactly), first at index {i}: {ref[i]!r} vs {cand[i]!r}"
+    # A tolerance below a type's resolution cannot be met by any reordering of the same
+    # arithmetic: never ask for better than two ulps of the output type (float16: ~2e-3).
+    floor = 2 * float(_machine_eps(ref.dtype))
+    rtol, atol = max(rtol, floor), max(atol, floor) if floor > 1e-6 else atol
     wide = np.complex128 if ref.dtype.kind == "c" else np.float64
     r, c = ref.astype(wide), cand.astype(wide)
     with np.errstate(all="ignore"):
@@ -506,6 +510,13 @@ def _compare_arrays(ref: Any, cand: Any, rtol: float, atol: float):
     why = f"max abs err {err[i]:.1e} > atol {_fmt_tol(atol)} + rtol {_fmt_tol(rtol)}*|ref| at "
     why += f"index {i}: {r[i]:.6g} vs {c[i]:.6g} ({int(bad.sum())} of {r.size} values out of "
     return False, max_abs, max_rel, why + "tolerance)"
+
+
+def _machine_eps(dtype: np.dtype) -> float:
+    try:
+        return float(np.finfo(dtype).eps)
+    except (TypeError, ValueError):
+        return float(ml_dtypes.finfo(dtype).eps) if ml_dtypes is not None else 0.0
 
 
 def _compare_values(ref: Any, cand: Any, rtol: float, atol: float):

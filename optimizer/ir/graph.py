@@ -5,7 +5,7 @@ equal to a live one (same op, attributes, inputs and output types) returns the
 existing object. Equality is therefore identity, two graphs are equal when
 their output values are the same objects, and common-subexpression
 elimination happens as a graph is built. Nodes whose results must stay
-distinct (random generators, unknown custom ops, control flow) get a unique
+distinct (random generators, unknown custom ops, bodies containing either) get a unique
 token so they are never merged.
 
 Because a node can only refer to values that exist when it is built, a graph
@@ -301,6 +301,9 @@ class ModelMeta:
     value_info_names: frozenset[str] = frozenset()
     #: Full source types of graph inputs/outputs that the IR types cannot express.
     io_types: tuple[tuple[str, bytes], ...] = ()
+    #: Declared tensor types of the source graph's outputs (serialized TypeProtos), kept for
+    #: outputs whose value a pass replaced by a less precisely typed one.
+    output_types: tuple[tuple[str, bytes], ...] = ()
 
     def opset(self, domain: str = "") -> int | None:
         """The imported version of ``domain`` ("" and "ai.onnx" are the same), or None."""

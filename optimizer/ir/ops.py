@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from optimizer.ir.graph import Node
+from optimizer.ir.graph import Node, Value
 from optimizer.ir.types import Dim, DType, Shape, TensorType, ValueType
 
 #: infer(node, opset_version) -> output types, or None when it cannot tell.
@@ -27,6 +27,19 @@ ReferenceFn = Callable[[Node, Sequence["np.ndarray | None"]], "list[np.ndarray]"
 NONDETERMINISTIC_OPS = frozenset(
     {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 )
+
+
+def dropout_trains(opset: int | None, is_test: int, training_mode: Value | None) -> bool:
+    """Whether a Dropout drops at random instead of copying its input: before opset 7 when
+    ``is_test`` (default 0) is off, from opset 12 when ``training_mode`` is not constant false."""
+    if (opset or 0) < 7:
+        return not is_test
+    if training_mode is None:
+        return False
+    mode = training_mode.constant
+    return mode is None or bool(mode.numpy().reshape(-1)[0])
+
+
 #: Ops that carry subgraphs.
 CONTROL_FLOW_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
 
@@ -150,14 +163,33 @@ def _broadcast(result_dtype: DType | None) -> InferFn:
         dtype = result_dtype if result_dtype is not None else first.dtype  # type: ignore[union-attr]
         if node.op == "Where":
             dtype = types[1].dtype  # type: ignore[union-attr]
+        if opset is not None and opset < 7 and node.op in _LEGACY_BROADCAST:
+            # Before opset 7 B broadcasts to A (``broadcast``/``axis`` attributes), or the
+            # shapes are equal: the result has A's shape, numpy's rules do not apply.
+            return [TensorType(dtype, types[0].shape)]  # type: ignore[union-attr]
         return [TensorType(dtype, broadcast_shapes(*(t.shape for t in types)))]  # type: ignore[union-attr]
 
     return infer
 
 
+def _dropout(node: Node, opset: int | None) -> list[ValueType] | None:
+    t = _tensor(node.inputs[0])
+    if t is None:
+        return None
+    # The mask has the input's type before opset 10 and is bool since.
+    mask = t if opset is not None and opset < 10 else TensorType(DType.BOOL, t.shape)
+    return [t, mask][: len(node.outputs)]
+
+
+def cast_target(node: Node) -> DType:
+    """Cast's ``to``: a type code, or before opset 6 a type name such as b"FLOAT"."""
+    to = node.attr("to")
+    return DType[to.decode().upper()] if isinstance(to, bytes) else DType(to)
+
+
 def _cast(node: Node, opset: int | None) -> list[ValueType] | None:
     t = _tensor(node.inputs[0])
-    return None if t is None else [TensorType(DType(node.attr("to")), t.shape)]
+    return None if t is None else [TensorType(cast_target(node), t.shape)]
 
 
 def _matmul(node: Node, opset: int | None) -> list[ValueType] | None:
@@ -203,7 +235,7 @@ def _concat(node: Node, opset: int | None) -> list[ValueType] | None:
     if any(t is None for t in types) or any(t.shape is None for t in types):  # type: ignore[union-attr]
         return None if any(t is None for t in types) else [TensorType(types[0].dtype, None)]  # type: ignore[union-attr]
     rank = len(types[0].shape)  # type: ignore[union-attr,arg-type]
-    axis = node.attr("axis") % rank
+    axis = node.attr("axis", 1) % rank  # optional (default 1) before opset 4
     shape: list[Dim] = list(types[0].shape)  # type: ignore[union-attr,arg-type]
     total: Dim = 0
     for t in types:
@@ -250,7 +282,11 @@ def _squeeze(node: Node, opset: int | None) -> list[ValueType] | None:
 
 
 def _reshape(node: Node, opset: int | None) -> list[ValueType] | None:
-    t, target = _tensor(node.inputs[0]), _const_ints(node.inputs[1])
+    t = _tensor(node.inputs[0])
+    if len(node.inputs) > 1:
+        target = _const_ints(node.inputs[1])
+    else:  # before opset 5 the target is the ``shape`` attribute
+        target = None if node.attr("shape") is None else list(node.attr("shape"))
     if t is None or target is None:
         return None
     allowzero = node.attr("allowzero", 0)
@@ -277,7 +313,8 @@ def _flatten(node: Node, opset: int | None) -> list[ValueType] | None:
     t = _tensor(node.inputs[0])
     if t is None or t.shape is None:
         return None
-    axis = node.attr("axis", 1) % (len(t.shape) + 1) if t.shape else 0
+    axis = node.attr("axis", 1)
+    axis = axis + len(t.shape) if axis < 0 else axis  # ONNX: negative counts from the back
 
     def prod(dims: Sequence[Dim]) -> Dim:
         out: Dim = 1
@@ -417,7 +454,8 @@ def _gemm_ref(node: Node, inputs: Sequence[np.ndarray | None]) -> list[np.ndarra
 
 
 def _reshape_ref(node: Node, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-    x, shape = inputs[0], [int(d) for d in inputs[1]]  # type: ignore[union-attr]
+    target = inputs[1] if len(inputs) > 1 else node.attr("shape")  # attribute before opset 5
+    x, shape = inputs[0], [int(d) for d in target]  # type: ignore[union-attr]
     if not node.attr("allowzero", 0):
         shape = [x.shape[i] if d == 0 else d for i, d in enumerate(shape)]  # type: ignore[union-attr]
     return [x.reshape(shape)]  # type: ignore[union-attr]
@@ -447,9 +485,10 @@ def _register_all() -> None:
     for name, fn in unary.items():
         REGISTRY.register(OpDef(name, infer=same, reference=_unary(fn)))
     for name in ("LeakyRelu", "Elu", "Selu", "HardSigmoid", "HardSwish", "Softplus", "Gelu", "Round",
-                 "Clip", "LogSoftmax", "Dropout", "BatchNormalization", "InstanceNormalization",
+                 "Clip", "LogSoftmax", "BatchNormalization", "InstanceNormalization",
                  "LayerNormalization", "Mish", "Celu", "LRN"):  # fmt: skip
         REGISTRY.register(OpDef(name, infer=same if name not in _MULTI_STAT else None))
+    REGISTRY.register(OpDef("Dropout", infer=_dropout))
     REGISTRY.register(OpDef("Softmax", infer=same, reference=_softmax))
     binary = {
         "Add": (np.add, True),
@@ -473,12 +512,13 @@ def _register_all() -> None:
     REGISTRY.register(
         OpDef("Where", infer=_broadcast(DType.UNDEFINED), reference=lambda n, i: [np.where(*i)])
     )
-    REGISTRY.register(OpDef("PRelu", infer=_broadcast(None)))
+    # The slope broadcasts unidirectionally to X (and per channel before opset 7): shape of X.
+    REGISTRY.register(OpDef("PRelu", infer=same))
     REGISTRY.register(
         OpDef(
             "Cast",
             infer=_cast,
-            reference=lambda n, i: [i[0].astype(DType(n.attr("to")).to_numpy())],  # type: ignore[union-attr]
+            reference=lambda n, i: [i[0].astype(cast_target(n).to_numpy())],  # type: ignore[union-attr]
         )
     )
     REGISTRY.register(OpDef("MatMul", infer=_matmul, reference=lambda n, i: [np.matmul(i[0], i[1])]))
@@ -494,7 +534,7 @@ def _register_all() -> None:
         OpDef(
             "Concat",
             infer=_concat,
-            reference=lambda n, i: [np.concatenate(i, axis=n.attr("axis"))],  # type: ignore[arg-type]
+            reference=lambda n, i: [np.concatenate(i, axis=n.attr("axis", 1))],  # type: ignore[arg-type]
         )
     )
     REGISTRY.register(OpDef("Shape", infer=_shape_op))
@@ -520,6 +560,11 @@ def _onnx_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.trunc(a / b).astype(a.dtype)
     return np.divide(a, b)
 
+
+# Ops that took ``broadcast``/``axis`` attributes (B broadcast to A) before opset 7.
+_LEGACY_BROADCAST = frozenset(
+    {"Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Less", "Greater"}
+)
 
 # Ops whose extra outputs (running statistics, masks) our same-as-first rule does not describe.
 _MULTI_STAT = frozenset({"BatchNormalization", "LayerNormalization"})

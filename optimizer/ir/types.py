@@ -91,7 +91,9 @@ class DType(enum.IntEnum):
                 return code
         if dtype.kind in ("U", "S", "O"):
             return DType.STRING
-        for code in (DType.BFLOAT16, DType.FLOAT8E4M3FN, DType.FLOAT8E5M2):
+        for code in DType:  # the ml_dtypes types (bfloat16, float8, 4- and 2-bit)
+            if code in _NUMPY or code == DType.UNDEFINED:
+                continue
             try:
                 if code.to_numpy() == dtype:
                     return code

@@ -11,8 +11,8 @@ import itertools
 
 import onnx
 
-from optimizer.ir import Graph, Node, OpaqueType, Value
-from optimizer.onnx_io.types import attr_to_proto, tensor_to_proto, type_to_proto
+from optimizer.ir import Graph, Node, OpaqueType, TensorType, Value
+from optimizer.onnx_io.types import attr_to_proto, tensor_to_proto, type_from_proto, type_to_proto
 
 
 class _Namer:
@@ -47,8 +47,9 @@ def export_model(graph: Graph) -> onnx.ModelProto:
     """Build the ONNX model for ``graph``.
 
     Constants become initializers (also listed as inputs for IR version < 4);
-    a graph output that is an input, a constant or another output's value gets
-    an Identity node so that every output name is bound exactly once.
+    a graph output that is another input, or another output's value, gets an
+    Identity node so that every output name is bound exactly once (a constant
+    output is the initializer of that name).
     """
     meta = graph.meta
     nodes = graph.nodes()
@@ -68,32 +69,35 @@ def export_model(graph: Graph) -> onnx.ModelProto:
         namer.claim(value, value.input_name)
     out_identity: list[tuple[Value, str]] = []
     for value, name in zip(graph.outputs, graph.output_names):
-        if value.node.is_source or not namer.claim(value, name):
+        if value.node.is_input and namer.names.get(value) == name:
+            continue  # the graph input is itself the output
+        if value.node.is_input or not namer.claim(value, name):
             out_identity.append((value, name))
     for value, names in captured.items():
         for name in sorted(names):
             if namer.claim(value, name):
                 break
     namer.taken |= reserved
+    rebind = {value: set(wanted) for value, wanted in captured.items()}
+    for value, name in out_identity:
+        rebind.setdefault(value, set()).add(name)
     names = graph.value_names
     used = set(graph.outputs) | {v for node in nodes for v in node.operands}
 
     proto_nodes: list[onnx.NodeProto] = []
     initializers: list[onnx.TensorProto] = []
     for node in graph.nodes(include_sources=True):
-        if node.is_input:
-            continue
         if node.is_constant:
             value = node.outputs[0]
             initializers.append(tensor_to_proto(node.attr("value"), namer.name_of(value, names.get(value))))
-            continue
-        proto_nodes.append(_node_proto(node, namer, names, graph, used))
-    # Captured outer values whose name had to change are re-bound under the name the body uses.
-    for value, wanted in captured.items():
-        for name in sorted(wanted - {namer.names.get(value)}):
-            proto_nodes.append(onnx.helper.make_node("Identity", [namer.names[value]], [name]))
-    for value, name in out_identity:
-        proto_nodes.append(onnx.helper.make_node("Identity", [namer.name_of(value, None)], [name]))
+        elif not node.is_input:
+            proto_nodes.append(_node_proto(node, namer, names, graph, used))
+        # Captured outer values whose name had to change, and outputs that could not take
+        # their value's name, are re-bound by an Identity right after the value's definition
+        # (the graph must stay topologically sorted; a name shared by both is bound once).
+        for value in node.outputs:
+            for name in sorted(rebind.get(value, set()) - {namer.names.get(value)}):
+                proto_nodes.append(onnx.helper.make_node("Identity", [namer.names[value]], [name]))
 
     io_types = dict(meta.io_types)
     inputs = []
@@ -109,7 +113,11 @@ def export_model(graph: Graph) -> onnx.ModelProto:
             if tensor.name not in input_names:
                 info = onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
                 inputs.append(info)
-    outputs = [_value_info(name, value, io_types) for value, name in zip(graph.outputs, graph.output_names)]
+    declared = dict(meta.output_types)
+    outputs = [
+        _output_info(name, value, io_types, declared.get(name))
+        for value, name in zip(graph.outputs, graph.output_names)
+    ]
     value_info = [
         _value_info(name, value, io_types)
         for value, name in namer.names.items()
@@ -153,6 +161,37 @@ def _value_info(name: str, value: Value, io_types: dict[str, bytes]) -> onnx.Val
     elif not _unknown(value):
         info.type.CopyFrom(type_to_proto(value.type))
     return info
+
+
+def _output_info(
+    name: str, value: Value, io_types: dict[str, bytes], declared: bytes | None
+) -> onnx.ValueInfoProto:
+    """A graph output's value_info: the value's type, or the source model's declaration when
+    that says more (a bypassed Identity may have been typed better than what it copied).
+
+    A tensor type of unknown rank is invalid on a main-graph output (the checker requires a
+    shape), so such a value keeps the declaration even when that is an empty type."""
+    info = _value_info(name, value, io_types)
+    if declared is None or name in io_types:
+        return info
+    before = type_from_proto(_parse_type(declared))
+    after = value.type
+    unranked = isinstance(after, TensorType) and (after.shape is None or _unknown(value))
+    if unranked or _known_dims(before) > _known_dims(after):
+        info.type.ParseFromString(declared)
+    return info
+
+
+def _parse_type(data: bytes) -> onnx.TypeProto:
+    proto = onnx.TypeProto()
+    proto.ParseFromString(data)
+    return proto
+
+
+def _known_dims(value_type) -> int:
+    if not isinstance(value_type, TensorType) or value_type.shape is None:
+        return -1
+    return sum(isinstance(d, int) for d in value_type.shape)
 
 
 def _node_proto(node: Node, namer: _Namer, names, graph: Graph, used: set[Value]) -> onnx.NodeProto:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import onnx
 
 from optimizer.errors import ModelLoadError, ShapeError, UnsupportedModelError
 from optimizer.ir import (
     REGISTRY,
     UNKNOWN,
+    Attr,
+    DType,
     Graph,
     ModelMeta,
     Node,
@@ -23,7 +26,7 @@ from optimizer.ir import (
     constant,
     graph_input,
 )
-from optimizer.ir.ops import NONDETERMINISTIC_OPS
+from optimizer.ir.ops import NONDETERMINISTIC_OPS, dropout_trains
 from optimizer.onnx_io.types import (
     attr_from_proto,
     subgraph_from_proto,
@@ -95,11 +98,28 @@ def import_model(
         ),
     )
     overrides = _check_overrides(model.graph, input_shapes or {})
+    meta = replace(meta, output_types=_declared_output_types(graph, bool(overrides)))
     types = _inferred_types(model, overrides)
     builder = _Builder(meta, types, base_dir)
     ir_graph = builder.build(graph)
     stats = ImportStats(len(graph.node), len(ir_graph.nodes()))
     return ir_graph, stats
+
+
+def _declared_output_types(
+    graph: onnx.GraphProto, overridden: bool
+) -> tuple[tuple[str, bytes], ...]:
+    """Declared tensor types of the outputs; shapes dropped when input shapes are overridden."""
+    kept = []
+    for info in graph.output:
+        if info.type.WhichOneof("value") != "tensor_type":
+            continue
+        declared = onnx.TypeProto()
+        declared.CopyFrom(info.type)
+        if overridden:
+            declared.tensor_type.ClearField("shape")
+        kept.append((info.name, declared.SerializeToString(deterministic=True)))
+    return tuple(kept)
 
 
 def _passthrough(model: onnx.ModelProto) -> tuple[tuple[str, bytes], ...]:
@@ -295,8 +315,14 @@ class _Builder:
                     if name not in self.env:
                         raise ModelLoadError(f"subgraph of {proto.op_type!r} reads undefined {name!r}")
                     captures[name] = self.env[name]
-        # Random generators and ops we cannot see into must never be merged with a twin.
-        unique = proto.op_type in NONDETERMINISTIC_OPS or not known
+        # Random generators and ops we cannot see into must never be merged with a twin
+        # (a control-flow node is random when its bodies are).
+        unique = (
+            proto.op_type in NONDETERMINISTIC_OPS
+            or not known
+            or self._opaque_body(proto)
+            or (domain == "" and proto.op_type == "Dropout" and self._dropout_trains(inputs, attrs))
+        )
         out_types = [self.types.get(name, UNKNOWN) if name else UNKNOWN for name in proto.output]
         node = Node.make(
             proto.op_type,
@@ -313,6 +339,31 @@ class _Builder:
             if name:
                 self.bind(name, value)
 
+    def _dropout_trains(self, inputs: list[Value | None], attrs: list[tuple[str, Attr]]) -> bool:
+        is_test = dict(attrs).get("is_test")
+        mode = inputs[2] if len(inputs) >= 3 else None
+        return dropout_trains(self.meta.opset(""), is_test.value if is_test else 0, mode)
+
+    def _opaque_body(self, proto: onnx.NodeProto) -> bool:
+        """Whether a subgraph of ``proto`` (at any depth) holds a random or unknown op."""
+        for attr in proto.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                bodies = [attr.g]
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                bodies = list(attr.graphs)
+            else:
+                continue
+            for body in bodies:
+                for node in body.node:
+                    domain = "" if node.domain in ("", "ai.onnx") else node.domain
+                    if (
+                        node.op_type in NONDETERMINISTIC_OPS
+                        or not REGISTRY.is_standard(domain, node.op_type, self.meta.opset(domain))
+                        or self._opaque_body(node)
+                    ):
+                        return True
+        return False
+
     def _constant_value(self, proto: onnx.NodeProto) -> TensorData:
         attr = proto.attribute[0] if len(proto.attribute) == 1 else None
         if attr is None:
@@ -320,8 +371,23 @@ class _Builder:
         if attr.name == "value":
             return self._tensor(attr.t)
         if attr.name == "sparse_value":
-            raise UnsupportedModelError("sparse Constant values are not supported")
+            return _dense(attr.sparse_tensor)
         return tensor_from_proto(_constant_tensor(proto), None)
+
+
+def _dense(sparse: onnx.SparseTensorProto) -> TensorData:
+    """The dense value of a sparse tensor (zeros, or empty strings, where nothing is given)."""
+    values = onnx.numpy_helper.to_array(sparse.values).reshape(-1)
+    indices = onnx.numpy_helper.to_array(sparse.indices).astype(np.int64)
+    dims = tuple(int(d) for d in sparse.dims)
+    dense = np.zeros(dims, dtype=values.dtype)
+    if values.dtype == object:
+        dense[...] = b""
+    if indices.ndim == 1:  # linearized indices
+        dense.reshape(-1)[indices] = values
+    else:  # [NNZ, rank] coordinates
+        dense[tuple(indices.T)] = values
+    return TensorData.from_array(dense, DType(sparse.values.data_type))
 
 
 def _constant_tensor(proto: onnx.NodeProto) -> onnx.TensorProto:

@@ -132,6 +132,15 @@ def _load_external(proto: onnx.TensorProto, ref: ExternalRef, dtype: DType, shap
     return numpy_helper.to_array(header)
 
 
+def array_from_bytes(dtype: DType, shape: tuple[int, ...], raw: bytes) -> np.ndarray:
+    """Values from ONNX's raw little-endian layout (sub-byte types packed), as numpy."""
+    proto = onnx.TensorProto()
+    proto.data_type = int(dtype)
+    proto.dims.extend(shape)
+    proto.raw_data = raw
+    return numpy_helper.to_array(proto)
+
+
 def tensor_to_proto(data: TensorData, name: str) -> onnx.TensorProto:
     """An initializer proto; unchanged weights reuse their source without decoding."""
     source = data.source

@@ -9,17 +9,13 @@ merges nodes that became equal once their Identity inputs were bypassed.
 from __future__ import annotations
 
 from optimizer.ir import Graph, Node, Value, transform
+from optimizer.ir.ops import dropout_trains
 
 
 def _dropout_is_identity(node: Node, opset: int | None) -> bool:
     """Dropout computes the identity at inference unless training mode is switched on."""
-    if node.attr("is_test", 1) == 0 and (opset or 0) < 7:
-        return False
-    if len(node.inputs) >= 3 and node.inputs[2] is not None:
-        mode = node.inputs[2].constant
-        if mode is None or bool(mode.numpy().reshape(-1)[0]):
-            return False
-    return True
+    mode = node.inputs[2] if len(node.inputs) >= 3 else None
+    return not dropout_trains(opset, node.attr("is_test", 0), mode)
 
 
 def eliminate_identities(graph: Graph) -> Graph:

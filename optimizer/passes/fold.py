@@ -116,13 +116,29 @@ def _evaluate(graph: Graph, boundary: list[Value]) -> list[np.ndarray] | None:
         session = runtime.make_session(
             to_proto(sub), device="cpu", options=runtime.SessionOptionsSpec(opt_level="disable")
         )
-        results = runtime.run(session, {})
+        arrays = [_fetch(v) for v in session.run_with_ort_values(list(names), {})]
     except Exception:  # noqa: BLE001 - folding is an optimisation: skip what the runtime cannot do
         return None
-    arrays = [results[name] for name in names]
     if not all(isinstance(a, np.ndarray) and a.dtype != object for a in arrays):
         return None
     return arrays
+
+
+def _fetch(value) -> np.ndarray | None:
+    """An onnxruntime OrtValue as numpy; types numpy lacks (bfloat16, float8, 4- and 2-bit)
+    are rebuilt from their raw bytes, since ``OrtValue.numpy()`` refuses them or, for float8,
+    silently returns their bits as uint8."""
+    import ctypes
+
+    from optimizer.onnx_io.types import array_from_bytes
+
+    if not value.is_tensor():
+        return None
+    dtype = DType(value.element_type())
+    if dtype == DType.STRING or dtype.to_numpy().type.__module__ == "numpy":
+        return value.numpy()
+    raw = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
+    return array_from_bytes(dtype, tuple(value.shape()), raw)
 
 
 def _replace(graph: Graph, replacement: dict[Value, Value]) -> Graph:

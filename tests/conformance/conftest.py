@@ -8,10 +8,10 @@ import sys
 
 
 def _outcomes():
-    module = sys.modules.get("tests.conformance.test_onnx_backend") or sys.modules.get(
-        "test_onnx_backend"
-    )
-    return getattr(module, "OUTCOMES", None), getattr(module, "KINDS", ())
+    for name, module in list(sys.modules.items()):
+        if name.rpartition(".")[2] == "test_onnx_backend" and hasattr(module, "OUTCOMES"):
+            return module.OUTCOMES, module.KINDS
+    return None, ()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -38,3 +38,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 write(f"  {case_id}: {o.baseline_reason}")
     elif reasons:
         write(f"{sum(reasons.values())} cases excluded; run with -v to list them with reasons")
+    failed = sorted((k, o) for k, o in outcomes.items() if o.optimized_ok is False)
+    if failed:
+        write("failing after graphopt:")
+        for case_id, o in failed:
+            write(f"  {case_id}: {o.optimized_reason}")
