@@ -15,6 +15,7 @@ Torch is imported lazily, so that the ONNX-only parts (the hypothesis strategy
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import os
 import shutil
@@ -221,20 +222,27 @@ EXPORTER_USED: dict[str, str] = {}
 
 
 def export_onnx(
-    module, example_inputs: tuple, path: str | os.PathLike, dynamic_batch: bool = True
+    module,
+    example_inputs: tuple,
+    path: str | os.PathLike,
+    dynamic_batch: bool = True,
+    *,
+    optimize: bool = True,
 ) -> Path:
     """Export ``module`` to ``path`` with ``torch.onnx.export(..., dynamo=True)``.
 
     With ``dynamic_batch`` dimension 0 of every input is dynamic (``batch``). Weights are
-    embedded in the file (no external data). Falls back to ``dynamo=False`` only when the
-    dynamo exporter raises; :data:`EXPORTER_USED` records which one wrote the file.
+    embedded in the file (no external data). ``optimize=False`` skips the exporter's own
+    onnxscript clean-up, which leaves Identity nodes, Constant nodes and constant
+    subexpressions in the model (work for graphopt). Falls back to ``dynamo=False`` only when
+    the dynamo exporter raises; :data:`EXPORTER_USED` records which one wrote the file.
     """
     torch = _torch()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    names = [f"input_{i}" for i in range(len(example_inputs))] if len(example_inputs) > 1 else [
-        "input"
-    ]
+    names = (
+        [f"input_{i}" for i in range(len(example_inputs))] if len(example_inputs) > 1 else ["input"]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -250,6 +258,7 @@ def export_onnx(
                 output_names=["output"],
                 external_data=False,
                 verbose=False,
+                optimize=optimize,
                 **kwargs,
             )
             program.save(str(path), external_data=False)
@@ -271,18 +280,23 @@ def export_onnx(
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cache_dir() -> Path:
     folder = Path(tempfile.mkdtemp(prefix="graphopt-test-models-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return folder
 
 
-@functools.lru_cache(maxsize=None)
-def exported(name: str) -> Path:
-    """The ONNX export of builder ``name`` (cached per process; treat the file as read-only)."""
+@functools.cache
+def exported(name: str, optimize: bool = True) -> Path:
+    """The ONNX export of builder ``name`` (cached per process; treat the file as read-only).
+
+    ``optimize=False``: the raw export, without the exporter's own clean-up.
+    """
     module = BUILDERS[name]()
-    return export_onnx(module, example_inputs(name), _cache_dir() / f"{name}.onnx")
+    suffix = "" if optimize else "-raw"
+    path = _cache_dir() / f"{name}{suffix}.onnx"
+    return export_onnx(module, example_inputs(name), path, optimize=optimize)
 
 
 def eager_outputs(name: str, inputs: tuple) -> np.ndarray:
@@ -293,7 +307,7 @@ def eager_outputs(name: str, inputs: tuple) -> np.ndarray:
         return module(*inputs).numpy()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _eager_module(name: str):
     return BUILDERS[name]()
 
@@ -454,7 +468,7 @@ def _dims(st):
     return st.lists(st.integers(1, 4), min_size=0, max_size=3).map(tuple)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def small_models():
     """A hypothesis strategy of small, valid, checker-clean float32 ONNX models (opset 18).
 
@@ -480,7 +494,12 @@ def small_models():
         candidates = b.values[n_inputs:] or b.values
         n_out = min(len(candidates), draw(st.integers(1, 2)))
         chosen = draw(
-            st.lists(st.sampled_from(candidates), min_size=n_out, max_size=n_out, unique_by=lambda v: v[0])
+            st.lists(
+                st.sampled_from(candidates),
+                min_size=n_out,
+                max_size=n_out,
+                unique_by=lambda v: v[0],
+            )
         )
         outputs = []
         for name, shape in chosen:
@@ -519,3 +538,35 @@ def run_ort(model: onnx.ModelProto | str | os.PathLike, feed: dict[str, np.ndarr
     session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     return session.run(None, {k: v for k, v in feed.items() if k in wanted})
+
+
+# ---------------------------------------------------------------------------------------------
+# test isolation
+# ---------------------------------------------------------------------------------------------
+
+
+def drain_interned_nodes() -> None:
+    """Forget every interned IR node, so the next import cannot reuse one made earlier.
+
+    IR nodes are interned (hash-consed) while anything references them, and a node and its
+    output values form a reference cycle whose collection frees only the next layer of the
+    graph: a dropped graph of depth D needs about D full garbage collections to disappear.
+    Until then its constants (and the files their lazy weights are read from) are handed to
+    the next import of equal weights. Tests call this between tests so that one test's
+    models cannot leak into another's; the leak itself is tested in test_properties.py.
+
+    Emptying the intern table is instant (a loop of full collections takes seconds once
+    torch is imported); nodes still alive keep working, they are only no longer shared.
+    """
+    from optimizer.ir import graph as ir_graph
+
+    table = getattr(ir_graph, "_INTERN", None)
+    if table is not None and hasattr(table, "clear"):
+        with getattr(ir_graph, "_INTERN_LOCK", contextlib.nullcontext()):
+            table.clear()
+        return
+    import gc
+
+    for _ in range(1000):  # the table moved: fall back to collecting layer by layer
+        if not gc.collect():
+            break
