@@ -178,7 +178,18 @@ class Node:
         ins = tuple(inputs)
         types = tuple(output_types)
         token = next(_SERIALS) if unique else None
-        key = (op, domain, frozen_attrs, ins, frozen_caps, types, token)
+        # Inputs enter the key by identity: a live node keeps its inputs alive, so their ids
+        # are stable, and the table then holds no strong reference that would keep a dead
+        # graph's upstream nodes alive for one garbage collection per level of depth.
+        key = (
+            op,
+            domain,
+            frozen_attrs,
+            tuple(map(id, ins)),
+            tuple((n, id(v)) for n, v in frozen_caps),
+            types,
+            token,
+        )
         with _INTERN_LOCK:
             existing = _INTERN.get(key)
             if existing is not None:

@@ -22,10 +22,22 @@ class TensorData:
 
     ``source`` is an opaque handle that the exporter may use to copy the bytes
     without decoding them (for example a region of the original file); the IR
-    never interprets it.
+    never interprets it. ``origin`` says where lazily loaded bytes live (a file's
+    identity, or a token of one in-memory model): two tensors are equal only when
+    their content *and* origin agree, so a constant is never exported from a file
+    or proto other than the one it was read from. Data held in memory has no origin.
     """
 
-    __slots__ = ("dtype", "shape", "_loader", "_array", "_digest", "source", "__weakref__")
+    __slots__ = (
+        "dtype",
+        "shape",
+        "_loader",
+        "_array",
+        "_digest",
+        "source",
+        "origin",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -34,6 +46,7 @@ class TensorData:
         loader: Callable[[], np.ndarray],
         *,
         source: Any = None,
+        origin: Any = None,
         digest: bytes | None = None,
     ) -> None:
         self.dtype = dtype
@@ -42,6 +55,7 @@ class TensorData:
         self._array: np.ndarray | None = None
         self._digest = digest
         self.source = source
+        self.origin = origin
 
     @classmethod
     def from_array(cls, array: np.ndarray, dtype: DType | None = None) -> TensorData:
@@ -106,14 +120,19 @@ class TensorData:
         return self._digest
 
     def __hash__(self) -> int:
-        return hash(self.digest)
+        return hash((self.digest, self.origin))
 
     def __eq__(self, other: object) -> bool:
         if self is other:
             return True
         if not isinstance(other, TensorData):
             return NotImplemented
-        return self.dtype == other.dtype and self.shape == other.shape and self.digest == other.digest
+        return (
+            self.dtype == other.dtype
+            and self.shape == other.shape
+            and self.origin == other.origin
+            and self.digest == other.digest
+        )
 
     def __repr__(self) -> str:
         return f"TensorData({self.type}, digest={self.digest.hex()[:8]})"
