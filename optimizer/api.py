@@ -80,6 +80,16 @@ class OptimizeReport:
         }
 
 
+def stored_stats(proto: onnx.ModelProto, graph: Graph) -> ModelStats:
+    """Statistics of a model file as stored: nodes, op histogram and parameters count what
+    the file holds (before the importer merges duplicates and drops dead nodes); FLOPs,
+    types and opsets come from ``graph``, its import."""
+    histogram, params = onnx_io.proto_summary(proto)
+    return replace(
+        graph_stats(graph), nodes=sum(histogram.values()), op_histogram=histogram, parameters=params
+    )
+
+
 def _optimize_graph(graph: Graph, options: OptimizeOptions) -> tuple[Graph, list[PassResult]]:
     return run_passes(graph, options.passes, fold_size_limit=options.fold_size_limit)
 
@@ -120,7 +130,9 @@ def _check(reference, candidate, options: OptimizeOptions) -> runtime.Equivalenc
     try:
         return _compare(reference, candidate, options)
     except CheckUnavailableError as exc:
-        raise CheckUnavailableError(f"{exc} (the numeric check needs it; --no-check skips it)") from exc
+        raise CheckUnavailableError(
+            f"{exc} (the numeric check needs it; --no-check skips it)"
+        ) from exc
 
 
 def _compare(reference, candidate, options: OptimizeOptions) -> runtime.EquivalenceReport:
@@ -168,12 +180,9 @@ def optimize_file(
     graph, imported = onnx_io.import_model(
         proto, onnx_io.base_dir_of(src_path), input_shapes=options.input_shapes
     )
-    histogram, params = onnx_io.proto_summary(proto)
     size_before = onnx_io.stored_size(src_path, proto)
+    before = stored_stats(proto, graph)
     del proto
-    before = replace(
-        graph_stats(graph), nodes=sum(histogram.values()), op_histogram=histogram, parameters=params
-    )
     # Dead code and duplicate nodes disappear as the IR is built: report that as a pass.
     structural = PassResult(
         "dce+cse (import)", imported.onnx_nodes, imported.ir_nodes, time.perf_counter() - start

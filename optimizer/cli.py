@@ -182,10 +182,14 @@ def info(
 
     def action() -> None:
         from optimizer import onnx_io
-        from optimizer.info import graph_stats
+        from optimizer.api import stored_stats
 
-        graph, _ = onnx_io.load(model)
-        stats = graph_stats(graph)
+        # Describe the file as stored (as optimize's "before" column does): the importer
+        # merges duplicate nodes and drops dead ones, the counts must not.
+        proto = onnx_io.load_proto(model)
+        graph, _ = onnx_io.import_model(proto, onnx_io.base_dir_of(model))
+        stats = stored_stats(proto, graph)
+        del proto, graph
         if as_json:
             data = stats.to_json()
             data["file_size"] = model.stat().st_size
@@ -204,7 +208,8 @@ def info(
         flops = f"{stats.flops:,}"
         if stats.nodes_without_flops:
             flops += f" (+{stats.nodes_without_flops} nodes with unknown shapes)"
-        flops += " (symbolic dims counted as 1)" if any("?" in t or _symbolic(t) for _, t in stats.inputs) else ""
+        if any("?" in t or _symbolic(t) for _, t in stats.inputs):
+            flops += " (symbolic dims counted as 1)"
         out.print(f"nodes: {stats.nodes}   parameters: {stats.parameters:,}   FLOPs: {flops}")
 
     _guarded(action)
@@ -224,11 +229,13 @@ def check_cmd(
     """Exit 0 when CANDIDATE computes the same outputs as REFERENCE, else 1."""
 
     def action() -> None:
-        from optimizer import runtime
+        from optimizer import onnx_io, runtime
 
+        # Both files must be usable models: a candidate that cannot even be read is bad
+        # input (exit 2), not a difference (exit 1). Importing also checks its structure.
         for path in (reference, candidate):
-            if not path.is_file():
-                raise GraphoptError(f"{path}: no such file")
+            graph, _ = onnx_io.load(path)
+            del graph  # release its lazily mapped weights before onnxruntime opens the file
         report = runtime.compare_models(
             str(reference),
             str(candidate),
@@ -252,7 +259,12 @@ def check_cmd(
                 )
             )
         else:
-            out.print("equivalent" if report.ok else f"different: {report.summary()}", markup=False)
+            out.print(
+                "equivalent" if report.ok else f"different: {report.summary()}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
         if not report.ok:
             raise typer.Exit(EXIT_CHECK_FAILED)
 
@@ -285,6 +297,11 @@ def example(
         out.print(f"wrote {output}", markup=False)
 
     _guarded(action)
+
+
+from optimizer.cli_rules import rules_app  # noqa: E402 - the sub-app imports this module
+
+app.add_typer(rules_app, name="rules")
 
 
 def main() -> None:

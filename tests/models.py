@@ -15,7 +15,6 @@ Torch is imported lazily, so that the ONNX-only parts (the hypothesis strategy
 from __future__ import annotations
 
 import atexit
-import contextlib
 import functools
 import os
 import shutil
@@ -538,35 +537,3 @@ def run_ort(model: onnx.ModelProto | str | os.PathLike, feed: dict[str, np.ndarr
     session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     return session.run(None, {k: v for k, v in feed.items() if k in wanted})
-
-
-# ---------------------------------------------------------------------------------------------
-# test isolation
-# ---------------------------------------------------------------------------------------------
-
-
-def drain_interned_nodes() -> None:
-    """Forget every interned IR node, so the next import cannot reuse one made earlier.
-
-    IR nodes are interned (hash-consed) while anything references them, and a node and its
-    output values form a reference cycle whose collection frees only the next layer of the
-    graph: a dropped graph of depth D needs about D full garbage collections to disappear.
-    Until then its constants (and the files their lazy weights are read from) are handed to
-    the next import of equal weights. Tests call this between tests so that one test's
-    models cannot leak into another's; the leak itself is tested in test_properties.py.
-
-    Emptying the intern table is instant (a loop of full collections takes seconds once
-    torch is imported); nodes still alive keep working, they are only no longer shared.
-    """
-    from optimizer.ir import graph as ir_graph
-
-    table = getattr(ir_graph, "_INTERN", None)
-    if table is not None and hasattr(table, "clear"):
-        with getattr(ir_graph, "_INTERN_LOCK", contextlib.nullcontext()):
-            table.clear()
-        return
-    import gc
-
-    for _ in range(1000):  # the table moved: fall back to collecting layer by layer
-        if not gc.collect():
-            break

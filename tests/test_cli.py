@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import models
 import numpy as np
 import onnx
 import pytest
@@ -28,13 +27,6 @@ from optimizer.examples import example_model
 from optimizer.ir import Node, transform
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _isolated_intern_table():
-    """Drop every IR node a test made before the next test runs (see drain_interned_nodes)."""
-    yield
-    models.drain_interned_nodes()
 
 
 def invoke(*args: str | os.PathLike):

@@ -50,13 +50,6 @@ PROPERTY = settings(
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated_intern_table():
-    """Drop every IR node a test made before the next test runs (see drain_interned_nodes)."""
-    yield
-    models.drain_interned_nodes()
-
-
 def examples(n: int, *, shrink: bool = True) -> settings:
     """:data:`PROPERTY` with ``n`` examples; ``shrink=False`` reports failures unshrunk.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -64,6 +65,10 @@ class OpRegistry:
         self.schema_provider: Callable[[str, str, int | None], bool] | None = None
         #: ONNX shape inference for one node; installed by onnx_io.
         self.fallback_infer: InferFn | None = None
+        #: (domain, op, opset, attribute) -> the schema's default value of the attribute as the
+        #: IR stores it (ints as a tuple, strings as bytes), or None when it has none; installed
+        #: by onnx_io.
+        self.attribute_default: Callable[[str, str, int | None, str], Any | None] | None = None
 
     def register(self, opdef: OpDef) -> OpDef:
         """Add or replace an entry."""
@@ -90,6 +95,12 @@ class OpRegistry:
         if self.fallback_infer is not None:
             return self.fallback_infer(node, opset)
         return None
+
+    def default_of(self, domain: str, name: str, opset: int | None, attribute: str) -> Any | None:
+        """The schema default of ``attribute`` of op ``name`` (None when unknown or absent)."""
+        if self.attribute_default is None:
+            return None
+        return self.attribute_default(_norm(domain), name, opset, attribute)
 
     def __iter__(self):
         return iter(self._ops.values())
@@ -290,22 +301,33 @@ def _reshape(node: Node, opset: int | None) -> list[ValueType] | None:
     if t is None or target is None:
         return None
     allowzero = node.attr("allowzero", 0)
+    # ONNX: at most one -1 (inferred) and no other negative entry. A target that breaks
+    # this (a corrupted model) is an error, never a shape with negative dims.
+    if any(d < -1 for d in target) or target.count(-1) > 1:
+        raise ValueError(
+            f"invalid Reshape target {target}: at most one -1 and no other negative dim"
+        )
     dims: list[Dim] = []
     for i, d in enumerate(target):
         if d == 0 and not allowzero:
             dims.append(t.shape[i] if t.shape is not None and i < len(t.shape) else None)
         else:
             dims.append(d)
+    total: Dim = 1
+    for d in t.shape or (None,):
+        total = total * d if isinstance(total, int) and isinstance(d, int) else None
+    rest: Dim = 1
+    for d in dims:
+        if d != -1:
+            rest = rest * d if isinstance(rest, int) and isinstance(d, int) else None
     if -1 in dims:
-        total = 1
-        for d in t.shape or (None,):
-            total = total * d if isinstance(total, int) and isinstance(d, int) else None
-        rest = 1
-        for d in dims:
-            if d != -1:
-                rest = rest * d if isinstance(rest, int) and isinstance(d, int) else None
-        fill = total // rest if isinstance(total, int) and isinstance(rest, int) and rest else None
+        known = isinstance(total, int) and isinstance(rest, int) and rest
+        if known and total % rest:  # type: ignore[operator]
+            raise ValueError(f"cannot reshape {total} elements into {target}")
+        fill = total // rest if known else None  # type: ignore[operator]
         dims = [fill if d == -1 else d for d in dims]
+    elif isinstance(total, int) and isinstance(rest, int) and total != rest:
+        raise ValueError(f"cannot reshape {total} elements into {target}")
     return [TensorType(t.dtype, tuple(dims))]
 
 

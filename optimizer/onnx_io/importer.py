@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from optimizer.errors import ModelLoadError, ShapeError, UnsupportedModelError
 from optimizer.ir import (
     REGISTRY,
     UNKNOWN,
     Attr,
-    DType,
     Graph,
     ModelMeta,
     Node,
@@ -28,12 +30,14 @@ from optimizer.ir import (
 )
 from optimizer.ir.ops import NONDETERMINISTIC_OPS, dropout_trains
 from optimizer.onnx_io.types import (
+    ModelOrigin,
     attr_from_proto,
     subgraph_from_proto,
     tensor_from_proto,
     type_from_proto,
     type_to_proto,
 )
+from optimizer.onnx_io.wire import _is_repeated
 
 #: Initializers up to this many bytes keep their data in the skeleton given to shape inference,
 #: so that shape computations (Reshape targets, Slice bounds) can be propagated.
@@ -72,6 +76,7 @@ def import_model(
     """
     if not model.HasField("graph"):
         raise ModelLoadError("not an ONNX model: it has no graph")
+    _check_text(model, "model")
     graph = model.graph
     if graph.sparse_initializer:
         raise UnsupportedModelError("sparse initializers are not supported")
@@ -99,8 +104,8 @@ def import_model(
     )
     overrides = _check_overrides(model.graph, input_shapes or {})
     meta = replace(meta, output_types=_declared_output_types(graph, bool(overrides)))
-    types = _inferred_types(model, overrides)
-    builder = _Builder(meta, types, base_dir)
+    types, annotated = _inferred_types(model, overrides)
+    builder = _Builder(meta, types, annotated, base_dir)
     ir_graph = builder.build(graph)
     stats = ImportStats(len(graph.node), len(ir_graph.nodes()))
     return ir_graph, stats
@@ -163,11 +168,14 @@ def _check_overrides(
 
 def _inferred_types(
     model: onnx.ModelProto, overrides: Mapping[str, TensorType]
-) -> dict[str, ValueType]:
-    """Types of every named value, from the model's own annotations and ONNX shape inference.
+) -> tuple[dict[str, ValueType], frozenset[str]]:
+    """Types of every named value, from the model's own annotations and ONNX shape inference,
+    and the names whose type the model annotates (value_info, graph outputs).
 
     Inference runs on a skeleton whose large initializers carry no data, so it
-    neither copies weights nor trips over protobuf's 2 GB limit.
+    neither copies weights nor trips over protobuf's 2 GB limit. Where an annotation
+    contradicts what a node computes, ONNX's non-strict inference silently keeps the
+    annotation: the builder checks annotated node outputs against the op's type function.
     """
     skeleton = onnx.ModelProto()
     for field, value in model.ListFields():
@@ -201,28 +209,36 @@ def _inferred_types(
     for info in list(g.value_info) + list(g.input) + list(g.output):
         if info.HasField("type"):
             types[info.name] = type_from_proto(info.type)
+    annotated = frozenset(
+        info.name for info in list(g.value_info) + list(g.output) if info.HasField("type")
+    )
     try:
         inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - inference is best effort; annotations remain
-        return types
+        return types, annotated
     for info in list(inferred.graph.value_info) + list(inferred.graph.output):
         if info.HasField("type"):
             found = type_from_proto(info.type)
             old = types.get(info.name)
             if old is None or _more_precise(found, old):
                 types[info.name] = found
-    return types
+    return types, annotated
 
 
 def _more_precise(new: ValueType, old: ValueType) -> bool:
     known = lambda t: (  # noqa: E731
-        -1 if not hasattr(t, "shape") or t.shape is None else sum(isinstance(d, int) for d in t.shape)
+        -1
+        if not hasattr(t, "shape") or t.shape is None
+        else sum(isinstance(d, int) for d in t.shape)
     )
     return known(new) > known(old)
 
 
 def _header_only(tensor: onnx.TensorProto) -> onnx.TensorProto:
-    if tensor.data_location != onnx.TensorProto.EXTERNAL and tensor.ByteSize() <= _INFERENCE_DATA_LIMIT:
+    if (
+        tensor.data_location != onnx.TensorProto.EXTERNAL
+        and tensor.ByteSize() <= _INFERENCE_DATA_LIMIT
+    ):
         return tensor
     header = onnx.TensorProto()
     header.name, header.data_type = tensor.name, tensor.data_type
@@ -237,10 +253,18 @@ def _header_only(tensor: onnx.TensorProto) -> onnx.TensorProto:
 class _Builder:
     """Builds IR values for one ONNX graph, in a name environment."""
 
-    def __init__(self, meta: ModelMeta, types: dict[str, ValueType], base_dir: str | None) -> None:
+    def __init__(
+        self,
+        meta: ModelMeta,
+        types: dict[str, ValueType],
+        annotated: frozenset[str],
+        base_dir: str | None,
+    ) -> None:
         self.meta = meta
         self.types = types
+        self.annotated = annotated
         self.base_dir = base_dir
+        self.origin = ModelOrigin()
         self.env: dict[str, Value] = {}
         self.value_names: dict[Value, str] = {}
         self.node_meta: dict[Node, NodeMeta] = {}
@@ -280,15 +304,20 @@ class _Builder:
             names.append(info.name)
         if len(set(names)) != len(names):
             raise ModelLoadError(f"graph outputs repeat a name: {names}")
-        return Graph(tuple(inputs), tuple(outputs), tuple(names), self.value_names, self.node_meta, self.meta)
+        return Graph(
+            tuple(inputs), tuple(outputs), tuple(names), self.value_names, self.node_meta, self.meta
+        )
 
     def _tensor(self, proto: onnx.TensorProto) -> TensorData:
-        return tensor_from_proto(proto, self.base_dir)
+        return tensor_from_proto(proto, self.base_dir, self.origin)
 
     def _node(self, proto: onnx.NodeProto) -> None:
         domain = "" if proto.domain in ("", "ai.onnx") else proto.domain
+        _check_arity(proto, domain, self.meta.opset(domain))
         if proto.op_type == "Constant" and domain == "":
-            self.bind(proto.output[0], constant(self._constant_value(proto)))
+            value = constant(self._constant_value(proto))
+            if proto.output[0]:
+                self.bind(proto.output[0], value)
             return
         known = REGISTRY.is_standard(domain, proto.op_type, self.meta.opset(domain))
         if domain in ("", "ai.onnx.ml") and not known:
@@ -296,24 +325,29 @@ class _Builder:
             raise UnsupportedModelError(
                 f"unsupported op {proto.op_type!r} (domain {domain or 'ai.onnx'}, opset {version})"
             )
-        attrs = [attr_from_proto(a, self.base_dir) for a in proto.attribute]
+        attrs = [attr_from_proto(a, self.base_dir, self.origin) for a in proto.attribute]
         inputs: list[Value | None] = []
         for name in proto.input:
             if not name:
                 inputs.append(None)
             elif name not in self.env:
-                raise ModelLoadError(f"node {proto.name or proto.op_type!r} reads undefined {name!r}")
+                raise ModelLoadError(f"node {_node_label(proto)} reads undefined {name!r}")
             else:
                 inputs.append(self.env[name])
         while inputs and inputs[-1] is None:
             inputs.pop()
         captures = {}
         for _, attr in attrs:
-            subs = [attr.value] if attr.kind == "graph" else attr.value if attr.kind == "graphs" else ()
+            if attr.kind == "graph":
+                subs = [attr.value]
+            else:
+                subs = attr.value if attr.kind == "graphs" else ()
             for sub in subs:
                 for name in sub.captured:
                     if name not in self.env:
-                        raise ModelLoadError(f"subgraph of {proto.op_type!r} reads undefined {name!r}")
+                        raise ModelLoadError(
+                            f"subgraph of {proto.op_type!r} reads undefined {name!r}"
+                        )
                     captures[name] = self.env[name]
         # Random generators and ops we cannot see into must never be merged with a twin
         # (a control-flow node is random when its bodies are).
@@ -333,11 +367,52 @@ class _Builder:
             captures=captures,
             unique=unique,
         )
+        self._check_types(proto, node)
         if proto.name or proto.doc_string:
             self.node_meta.setdefault(node, NodeMeta(proto.name, proto.doc_string))
-        for name, value in zip(proto.output, node.outputs):
+        for name, value in zip(proto.output, node.outputs, strict=True):
             if name:
                 self.bind(name, value)
+
+    def _check_types(self, proto: onnx.NodeProto, node: Node) -> None:
+        """Check the node's output types against its op's type function.
+
+        Types the model annotates (value_info, declared graph outputs) are only claims: one
+        that contradicts what the op computes from its inputs means a broken model, and the
+        node is refused (onnxruntime refuses such models too, or runs them with outputs
+        that disagree with their declaration). Types from ONNX's own inference are trusted.
+        A type function that fails on the node's inputs (shapes that do not broadcast, a
+        Reshape target that cannot be) means the model is broken as well.
+        """
+        suspect = [i for i, name in enumerate(proto.output) if name and name in self.annotated]
+        opdef = REGISTRY.lookup(node.domain, node.op)
+        if not suspect and (opdef is None or opdef.infer is None):
+            return
+        name = _node_label(proto)
+        opset = self.meta.opset(node.domain)
+        try:
+            # An annotated output is checked with ONNX's inference too where no hand-written
+            # type function answers; otherwise the hand-written one suffices (it is cheap).
+            if suspect:
+                inferred = REGISTRY.infer(node, opset)
+            else:
+                inferred = opdef.infer(node, opset)  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - a type function's complaint is about the model
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelLoadError(f"node {name}: inconsistent inputs: {first}") from None
+        if not inferred:
+            return
+        for i in suspect:
+            if i >= len(inferred) or inferred[i] is None:
+                continue
+            declared, computed = node.outputs[i].type, inferred[i]
+            if not (isinstance(declared, TensorType) and isinstance(computed, TensorType)):
+                continue  # sequences, maps, optionals: serialized forms need not agree
+            if not declared.compatible_with(computed):
+                raise ModelLoadError(
+                    f"node {name}: output {proto.output[i]!r} is annotated {declared}, "
+                    f"but the node computes {computed}"
+                )
 
     def _dropout_trains(self, inputs: list[Value | None], attrs: list[tuple[str, Attr]]) -> bool:
         is_test = dict(attrs).get("is_test")
@@ -365,40 +440,202 @@ class _Builder:
         return False
 
     def _constant_value(self, proto: onnx.NodeProto) -> TensorData:
-        attr = proto.attribute[0] if len(proto.attribute) == 1 else None
-        if attr is None:
-            raise ModelLoadError(f"Constant node {proto.name!r} needs exactly one attribute")
+        name = _node_label(proto)
+        if len(proto.attribute) != 1:
+            raise ModelLoadError(
+                f"Constant node {name} has {len(proto.attribute)} attributes, needs exactly one"
+            )
+        attr = proto.attribute[0]
+        expected = _CONSTANT_ATTRS.get(attr.name)
+        if expected is None:
+            raise ModelLoadError(f"Constant node {name} has unknown attribute {attr.name!r}")
+        if attr.type != expected:
+            kind = (
+                onnx.AttributeProto.AttributeType.Name(attr.type)
+                if attr.type in _ATTR_TYPES
+                else attr.type
+            )
+            raise ModelLoadError(
+                f"Constant node {name}: attribute {attr.name!r} has type {kind}, "
+                f"needs {onnx.AttributeProto.AttributeType.Name(expected)}"
+            )
         if attr.name == "value":
             return self._tensor(attr.t)
         if attr.name == "sparse_value":
-            return _dense(attr.sparse_tensor)
-        return tensor_from_proto(_constant_tensor(proto), None)
+            return _dense(attr.sparse_tensor, name)
+        return tensor_from_proto(_constant_tensor(attr), None, self.origin)
 
 
-def _dense(sparse: onnx.SparseTensorProto) -> TensorData:
+#: The attributes a Constant node may carry, with the type each must have.
+_CONSTANT_ATTRS = {
+    "value": onnx.AttributeProto.TENSOR,
+    "sparse_value": onnx.AttributeProto.SPARSE_TENSOR,
+    "value_float": onnx.AttributeProto.FLOAT,
+    "value_floats": onnx.AttributeProto.FLOATS,
+    "value_int": onnx.AttributeProto.INT,
+    "value_ints": onnx.AttributeProto.INTS,
+    "value_string": onnx.AttributeProto.STRING,
+    "value_strings": onnx.AttributeProto.STRINGS,
+}
+_ATTR_TYPES = frozenset(onnx.AttributeProto.AttributeType.values())
+
+#: Dense tensors of a sparse Constant larger than this are refused (a corrupted dims field).
+_DENSE_LIMIT = 2**31
+
+
+def _dense(sparse: onnx.SparseTensorProto, node: str) -> TensorData:
     """The dense value of a sparse tensor (zeros, or empty strings, where nothing is given)."""
-    values = onnx.numpy_helper.to_array(sparse.values).reshape(-1)
-    indices = onnx.numpy_helper.to_array(sparse.indices).astype(np.int64)
+    what = f"Constant node {node}: sparse_value"
+    for part in (sparse.values, sparse.indices):
+        if part.data_location == onnx.TensorProto.EXTERNAL:
+            raise UnsupportedModelError(f"{what} with external data is not supported")
+    values_data = tensor_from_proto(sparse.values, None)  # checks the data fits its dims
+    indices_data = tensor_from_proto(sparse.indices, None)
     dims = tuple(int(d) for d in sparse.dims)
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{what}: negative dimension in shape {list(dims)}")
+    total = int(np.prod(dims, dtype=object)) if dims else 1
+    if total * max(values_data.dtype.itemsize, 1) > _DENSE_LIMIT:
+        raise UnsupportedModelError(f"{what}: dense shape {list(dims)} is too large")
+    if not indices_data.dtype.is_integer:
+        raise ModelLoadError(
+            f"{what}: indices must be integers, not {indices_data.dtype.name.lower()}"
+        )
+    values = values_data.numpy().reshape(-1)
+    indices = indices_data.numpy().astype(np.int64)
+    nnz = values.shape[0]
+    if indices.shape == (nnz,):  # linearized indices
+        coords, bounds = indices.reshape(nnz, 1), np.array([total], np.int64)
+    elif indices.shape == (nnz, len(dims)):  # [NNZ, rank] coordinates
+        coords, bounds = indices, np.array(dims, np.int64)
+    else:
+        coords = bounds = None
+    if coords is None or (coords.size and ((coords < 0).any() or (coords >= bounds).any())):
+        raise ModelLoadError(
+            f"{what}: indices {list(indices.shape)} do not fit {nnz} values in shape {list(dims)}"
+        )
     dense = np.zeros(dims, dtype=values.dtype)
     if values.dtype == object:
         dense[...] = b""
-    if indices.ndim == 1:  # linearized indices
+    if indices.shape == (nnz,):
         dense.reshape(-1)[indices] = values
-    else:  # [NNZ, rank] coordinates
+    else:
         dense[tuple(indices.T)] = values
-    return TensorData.from_array(dense, DType(sparse.values.data_type))
+    return TensorData.from_array(dense, values_data.dtype)
 
 
-def _constant_tensor(proto: onnx.NodeProto) -> onnx.TensorProto:
-    """Evaluate a Constant node with a value_float(s)/value_int(s)/value_string(s) attribute."""
-    from onnx.reference import ReferenceEvaluator
+def _constant_tensor(attr: onnx.AttributeProto) -> onnx.TensorProto:
+    """The tensor of a Constant's value_float(s)/value_int(s)/value_string(s) attribute."""
+    tensor = onnx.TensorProto()
+    name = attr.name
+    if name in ("value_float", "value_floats"):
+        tensor.data_type = onnx.TensorProto.FLOAT
+        tensor.float_data.extend([attr.f] if name == "value_float" else attr.floats)
+    elif name in ("value_int", "value_ints"):
+        tensor.data_type = onnx.TensorProto.INT64
+        tensor.int64_data.extend([attr.i] if name == "value_int" else attr.ints)
+    else:
+        tensor.data_type = onnx.TensorProto.STRING
+        tensor.string_data.extend([attr.s] if name == "value_string" else attr.strings)
+    if name.endswith("s"):  # a list: 1-D; a single value: a scalar
+        count = {"value_floats": attr.floats, "value_ints": attr.ints}.get(name, attr.strings)
+        tensor.dims.append(len(count))
+    return tensor
 
-    model = onnx.helper.make_model(
-        onnx.helper.make_graph([proto], "c", [], [onnx.helper.make_tensor_value_info(proto.output[0], 0, None)])
-    )
-    (array,) = ReferenceEvaluator(model).run(None, {})
-    return onnx.numpy_helper.from_array(array)
+
+def _node_label(proto: onnx.NodeProto) -> str:
+    """How error messages name a node: 'name' (Op)."""
+    return f"{proto.name!r} ({proto.op_type})" if proto.name else f"({proto.op_type})"
+
+
+@functools.lru_cache(maxsize=4096)
+def _schema(op: str, opset: int | None, domain: str) -> onnx.defs.OpSchema | None:
+    if domain not in ("", "ai.onnx.ml"):
+        return None
+    try:
+        return onnx.defs.get_schema(op, opset or onnx.defs.onnx_opset_version(), domain)
+    except Exception:  # noqa: BLE001 - SchemaError: no such op at this version
+        return None
+
+
+def _check_arity(proto: onnx.NodeProto, domain: str, opset: int | None) -> None:
+    """Refuse a node whose input or output count its ONNX schema does not allow."""
+    schema = _schema(proto.op_type, opset, domain)
+    if schema is None:
+        return
+    name = _node_label(proto)
+    for kind, names, low, high in (
+        ("inputs", proto.input, schema.min_input, schema.max_input),
+        ("outputs", proto.output, schema.min_output, schema.max_output),
+    ):
+        count = len(names)
+        if low <= count <= high:
+            continue
+        if low == high:
+            needs = f"needs {low}"
+        elif count < low:
+            needs = f"needs at least {low}"
+        else:
+            needs = f"takes at most {high}"
+        noun = kind if count != 1 else kind[:-1]
+        raise ModelLoadError(f"node {name} has {count} {noun}, {needs}")
+    # A required input may not be left out with an empty name either.
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    for index, formal in enumerate(schema.inputs):
+        if formal.option == single and index < len(proto.input) and not proto.input[index]:
+            raise ModelLoadError(f"node {name} leaves out its required input {formal.name!r}")
+
+
+_STRING_FIELD = FieldDescriptor.TYPE_STRING
+#: TensorProto fields that hold data: never read while checking text (it would copy weights).
+_TENSOR_DATA = frozenset(
+    {
+        "raw_data",
+        "float_data",
+        "int32_data",
+        "string_data",
+        "int64_data",
+        "double_data",
+        "uint64_data",
+    }
+)
+_TENSOR_TEXT_FIELDS = tuple(
+    f for f in onnx.TensorProto.DESCRIPTOR.fields if f.name not in _TENSOR_DATA
+)
+
+
+def _check_text(message: Message, path: str) -> None:
+    """Refuse text fields (names, op types, domains, ...) that are not valid UTF-8.
+
+    protobuf hands such a field back as ``bytes`` instead of ``str``; every name the
+    importer compares or sorts must be text, so the model is refused here, naming where.
+    """
+    if isinstance(message, onnx.TensorProto):  # an unset message field reads as empty
+        fields = [(field, getattr(message, field.name)) for field in _TENSOR_TEXT_FIELDS]
+    else:
+        fields = message.ListFields()
+    for field, value in fields:
+        where = f"{path}.{field.name}"
+        if field.type == _STRING_FIELD:
+            items = value if _is_repeated(field) else (value,)
+            for i, item in enumerate(items):
+                if not isinstance(item, str):
+                    at = f"{where}[{i}]" if _is_repeated(field) else where
+                    raise ModelLoadError(
+                        f"{_describe(message, at)} is not valid UTF-8: {item[:40]!r}"
+                    )
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if _is_repeated(field):
+                for i, item in enumerate(value):
+                    _check_text(item, f"{where}[{i}]")
+            else:
+                _check_text(value, where)
+
+
+def _describe(message: Message, path: str) -> str:
+    if isinstance(message, onnx.NodeProto) and isinstance(message.op_type, str):
+        return f"{path} (a {message.op_type} node)"
+    return path
 
 
 def _topological(nodes: Iterable[onnx.NodeProto], bound: set[str]) -> list[onnx.NodeProto]:
@@ -422,7 +659,9 @@ def _topological(nodes: Iterable[onnx.NodeProto], bound: set[str]) -> list[onnx.
             node, needs = waiting[0]
             missing = sorted(needs - available)
             name = node.name or node.op_type
-            raise ModelLoadError(f"node {name!r} reads {missing[0]!r}, which nothing defines (or a cycle)")
+            raise ModelLoadError(
+                f"node {name!r} reads {missing[0]!r}, which nothing defines (or a cycle)"
+            )
         pending = waiting
     return ordered
 

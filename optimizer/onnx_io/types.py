@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from optimizer.errors import UnsupportedModelError
+from optimizer.errors import ModelLoadError, UnsupportedModelError
 from optimizer.ir import Attr, Dim, DType, OpaqueType, Subgraph, TensorData, TensorType, ValueType
 
 _ATTR_KIND = {
@@ -33,11 +33,36 @@ _ATTR_KIND = {
 
 @dataclass(frozen=True)
 class ExternalRef:
-    """Where a tensor's raw little-endian bytes lie in a file (absolute path)."""
+    """Where a tensor's raw little-endian bytes lie in a file (absolute path).
+
+    ``file_id`` (device, inode, mtime, size) identifies the file as it was when
+    the model was imported; reading from a file that has changed since is refused.
+    """
 
     path: str
     offset: int
     length: int
+    file_id: tuple[int, int, int, int]
+
+    def verify(self) -> None:
+        """Raise ModelLoadError when the file is gone or no longer the one imported."""
+        try:
+            now = _file_id(self.path)
+        except OSError as exc:
+            raise ModelLoadError(f"{self.path}: cannot read weights: {exc.strerror}") from None
+        if now != self.file_id:
+            raise ModelLoadError(f"{self.path}: file changed on disk since the model was loaded")
+
+
+def _file_id(path: str) -> tuple[int, int, int, int]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class ModelOrigin:
+    """Identity token of one in-memory model: its constants merge only with each other."""
+
+    __slots__ = ()
 
 
 # ------------------------------------------------------------------ types
@@ -57,7 +82,9 @@ def type_from_proto(proto: onnx.TypeProto) -> ValueType:
     dims: list[Dim] = []
     for dim in tensor.shape.dim:
         kind = dim.WhichOneof("value")
-        dims.append(dim.dim_value if kind == "dim_value" else dim.dim_param if kind == "dim_param" else None)
+        dims.append(
+            dim.dim_value if kind == "dim_value" else dim.dim_param if kind == "dim_param" else None
+        )
     return TensorType(dtype, tuple(dims))
 
 
@@ -83,42 +110,123 @@ def type_to_proto(value_type: ValueType) -> onnx.TypeProto:
 # ------------------------------------------------------------------ tensors
 
 
-def tensor_from_proto(proto: onnx.TensorProto, base_dir: str | None) -> TensorData:
+def tensor_from_proto(
+    proto: onnx.TensorProto, base_dir: str | None, origin: ModelOrigin | None = None
+) -> TensorData:
     """A lazily loaded :class:`TensorData` for an initializer or attribute tensor.
 
     External data (including the lazy loader's references into the model file
     itself) is memory-mapped on first use; in-memory protos are decoded on first
     use without copying the proto.
     """
+    dtype, shape = _check_tensor(proto)
+    if proto.data_location == onnx.TensorProto.EXTERNAL:
+        ref = _external_ref(proto, base_dir, dtype, shape)
+        load = lambda: _load_external(proto, ref, dtype, shape)  # noqa: E731
+        return TensorData(dtype, shape, load, source=ref, origin=ref.file_id)
+    # The proto belongs to the caller's model: tie the tensor to that model (origin), so a
+    # later import of another model never exports this proto's bytes as its own.
+    origin = origin if origin is not None else ModelOrigin()
+    return TensorData(
+        dtype, shape, lambda: numpy_helper.to_array(proto), source=proto, origin=origin
+    )
+
+
+#: Typed-data fields that hold one entry per packed byte (sub-byte types) or per element.
+_PACKED = frozenset({DType.UINT4, DType.INT4, DType.FLOAT4E2M1, DType.UINT2, DType.INT2})
+
+
+def _packed_bytes(dtype: DType, count: int) -> int:
+    """Bytes of ``count`` elements in ONNX's raw little-endian layout (sub-byte types packed)."""
+    bits = round(dtype.itemsize * 8)
+    return (count * bits + 7) // 8
+
+
+def _check_tensor(proto: onnx.TensorProto) -> tuple[DType, tuple[int, ...]]:
+    """The dtype and shape of ``proto``, after checking that its data fits them.
+
+    Raises :class:`ModelLoadError` (one line, naming the tensor) for an UNDEFINED type,
+    negative dims, or data whose length does not match the dims: decoding such a tensor
+    later would fail with numpy's errors instead.
+    """
+    what = f"tensor {proto.name!r}"
+    if proto.data_type == onnx.TensorProto.UNDEFINED:
+        raise ModelLoadError(f"{what}: data type is UNDEFINED")
     try:
         dtype = DType(proto.data_type)
-    except ValueError as exc:
-        raise UnsupportedModelError(f"tensor {proto.name!r}: unknown data type {proto.data_type}") from exc
+    except ValueError:
+        raise UnsupportedModelError(f"{what}: unknown data type {proto.data_type}") from None
     shape = tuple(int(d) for d in proto.dims)
+    if any(d < 0 for d in shape):
+        raise ModelLoadError(f"{what}: negative dimension in shape {list(shape)}")
+    if proto.HasField("segment"):
+        raise UnsupportedModelError(f"{what}: segmented tensors are not supported")
     if proto.data_location == onnx.TensorProto.EXTERNAL:
-        ref = _external_ref(proto, base_dir)
-        return TensorData(dtype, shape, lambda: _load_external(proto, ref, dtype, shape), source=ref)
-    return TensorData(dtype, shape, lambda: numpy_helper.to_array(proto), source=proto)
+        if dtype == DType.STRING:
+            raise ModelLoadError(f"{what}: string tensors cannot have external data")
+        return dtype, shape  # its length is checked against the file by _external_ref
+    count = 1
+    for d in shape:
+        count *= d
+    described = f"{dtype.name.lower()}{list(shape)}"
+    if dtype == DType.STRING:
+        have, want, unit = len(proto.string_data), count, "strings"
+    elif proto.HasField("raw_data"):
+        have, want, unit = len(proto.raw_data), _packed_bytes(dtype, count), "bytes of raw_data"
+    else:
+        field = onnx.helper.tensor_dtype_to_field(int(dtype))
+        have, unit = len(getattr(proto, field)), f"values in {field}"
+        if dtype in (DType.COMPLEX64, DType.COMPLEX128):
+            want = 2 * count
+        elif dtype in _PACKED:
+            want = _packed_bytes(dtype, count)
+        else:
+            want = count
+    if have != want:
+        raise ModelLoadError(f"{what}: {have} {unit} for {described}, expected {want}")
+    if dtype == DType.STRING:
+        for item in proto.string_data:
+            try:
+                item.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ModelLoadError(
+                    f"{what}: a string is not valid UTF-8: {item[:20]!r}"
+                ) from None
+    return dtype, shape
 
 
-def _external_ref(proto: onnx.TensorProto, base_dir: str | None) -> ExternalRef:
-    from optimizer.onnx_io.wire import resolve_external_location
+def _external_ref(
+    proto: onnx.TensorProto, base_dir: str | None, dtype: DType, shape: tuple[int, ...]
+) -> ExternalRef:
+    """Where the tensor's bytes lie; the region must exist and hold exactly its data."""
+    from optimizer.onnx_io.wire import _region
 
-    info = {entry.key: entry.value for entry in proto.external_data}
     if base_dir is None:
         raise UnsupportedModelError(
             f"tensor {proto.name!r} has external data; load the model from its path instead"
         )
-    path = str(resolve_external_location(base_dir, info.get("location", "")))
-    offset = int(info.get("offset", 0))
-    if "length" in info:
-        length = int(info["length"])
-    else:
-        length = os.path.getsize(path) - offset
-    return ExternalRef(path, offset, length)
+    region = _region(proto, base_dir, absolute=False)  # bounds-checked: ModelLoadError
+    count = 1
+    for d in shape:
+        count *= d
+    want = _packed_bytes(dtype, count)
+    if region.length != want:
+        raise ModelLoadError(
+            f"tensor {proto.name!r}: external data holds {region.length} bytes "
+            f"for {dtype.name.lower()}{list(shape)}, expected {want}"
+        )
+    path = os.fspath(region.path)
+    try:
+        file_id = _file_id(path)
+    except OSError as exc:
+        raise ModelLoadError(f"tensor {proto.name!r}: cannot read {path}: {exc.strerror}") from None
+    return ExternalRef(path, region.offset, region.length, file_id)
 
 
-def _load_external(proto: onnx.TensorProto, ref: ExternalRef, dtype: DType, shape: tuple) -> np.ndarray:
+def _load_external(
+    proto: onnx.TensorProto, ref: ExternalRef, dtype: DType, shape: tuple
+) -> np.ndarray:
+    ref.verify()
     if dtype.itemsize >= 1 and dtype != DType.STRING:
         raw = np.memmap(ref.path, dtype=np.uint8, mode="r", offset=ref.offset, shape=(ref.length,))
         return raw.view(dtype.to_numpy()).reshape(shape)
@@ -145,12 +253,17 @@ def tensor_to_proto(data: TensorData, name: str) -> onnx.TensorProto:
     """An initializer proto; unchanged weights reuse their source without decoding."""
     source = data.source
     if isinstance(source, ExternalRef):
+        source.verify()
         proto = onnx.TensorProto()
         proto.name = name
         proto.data_type = int(data.dtype)
         proto.dims.extend(data.shape)
         proto.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", source.path), ("offset", source.offset), ("length", source.length)):
+        for key, value in (
+            ("location", source.path),
+            ("offset", source.offset),
+            ("length", source.length),
+        ):
             entry = proto.external_data.add()
             entry.key, entry.value = key, str(value)
         return proto
@@ -171,7 +284,9 @@ def tensor_to_proto(data: TensorData, name: str) -> onnx.TensorProto:
 # ------------------------------------------------------------------ attributes
 
 
-def attr_from_proto(attr: onnx.AttributeProto, base_dir: str | None) -> tuple[str, Attr]:
+def attr_from_proto(
+    attr: onnx.AttributeProto, base_dir: str | None, origin: ModelOrigin | None = None
+) -> tuple[str, Attr]:
     """The IR attribute of an ONNX AttributeProto."""
     if attr.ref_attr_name:
         raise UnsupportedModelError(f"attribute {attr.name!r} refers to a function attribute")
@@ -186,7 +301,7 @@ def attr_from_proto(attr: onnx.AttributeProto, base_dir: str | None) -> tuple[st
     elif kind == "string":
         value = attr.s
     elif kind == "tensor":
-        value = tensor_from_proto(attr.t, base_dir)
+        value = tensor_from_proto(attr.t, base_dir, origin)
     elif kind == "graph":
         value = subgraph_from_proto(attr.g)
     elif kind == "ints":
@@ -196,7 +311,7 @@ def attr_from_proto(attr: onnx.AttributeProto, base_dir: str | None) -> tuple[st
     elif kind == "strings":
         value = tuple(attr.strings)
     elif kind == "tensors":
-        value = tuple(tensor_from_proto(t, base_dir) for t in attr.tensors)
+        value = tuple(tensor_from_proto(t, base_dir, origin) for t in attr.tensors)
     elif kind == "graphs":
         value = tuple(subgraph_from_proto(g) for g in attr.graphs)
     else:

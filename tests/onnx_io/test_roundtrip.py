@@ -57,7 +57,11 @@ def test_names_metadata_doc_strings_value_info_and_opsets_survive():
     assert [v.name for v in result.graph.value_info] == ["hidden"]
     assert result.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
     assert {(o.domain, o.version) for o in result.opset_import} == {("", 15), ("com.example", 2)}
-    assert (result.producer_name, result.doc_string, result.model_version) == ("unit-test", "model doc", 7)
+    assert (result.producer_name, result.doc_string, result.model_version) == (
+        "unit-test",
+        "model doc",
+        7,
+    )
     assert {p.key: p.value for p in result.metadata_props} == {"author": "me", "licence": "MIT"}
     assert result.graph.doc_string == "graph doc" and result.graph.name == "net"
 
@@ -141,8 +145,12 @@ def test_identical_deterministic_nodes_are_merged_and_dead_nodes_dropped():
 
 
 def test_control_flow_bodies_keep_their_captured_outer_values():
-    then_g = helper.make_graph([helper.make_node("Add", ["x", "bias"], ["t"])], "then", [], [_vi("t", [3])])
-    else_g = helper.make_graph([helper.make_node("Mul", ["x", "bias"], ["e"])], "else", [], [_vi("e", [3])])
+    then_g = helper.make_graph(
+        [helper.make_node("Add", ["x", "bias"], ["t"])], "then", [], [_vi("t", [3])]
+    )
+    else_g = helper.make_graph(
+        [helper.make_node("Mul", ["x", "bias"], ["e"])], "else", [], [_vi("e", [3])]
+    )
     nodes = [
         helper.make_node("Identity", ["b0"], ["bias"]),  # eliminated: 'bias' must stay bound
         helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g),
@@ -226,6 +234,109 @@ def test_unsorted_nodes_are_sorted():
     assert [n.op_type for n in result.graph.node] == ["Neg", "Relu"]
 
 
+def _x_plus(nodes, initializers=(), shape=(4,)) -> onnx.ModelProto:
+    """x: float[shape] -> NODES -> y: float[shape] (the nodes compute y from x)."""
+    graph = helper.make_graph(
+        nodes, "g", [_vi("x", list(shape))], [_vi("y", list(shape))], list(initializers)
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize(
+    ("attrs", "dtype", "shape"),
+    [
+        ({"value_float": 2.5}, np.float32, ()),
+        ({"value_floats": [1.0, 2.0]}, np.float32, (2,)),
+        ({"value_int": 3}, np.int64, ()),
+        ({"value_ints": [1, 2, 3]}, np.int64, (3,)),
+        ({"value_string": "a"}, object, ()),
+        ({"value_strings": ["a", "b"]}, object, (2,)),
+    ],
+)
+def test_constant_attributes_are_read_without_an_evaluator(attrs, dtype, shape):
+    nodes = [
+        helper.make_node("Constant", [], ["c"], **attrs),
+        helper.make_node("Relu", ["x"], ["y"]),
+    ]
+    model = _x_plus(nodes)
+    model.graph.output.append(helper.make_tensor_value_info("c", TensorProto.UNDEFINED, None))
+    graph, _ = onnx_io.import_model(model)
+    graph.check()
+    value = graph.outputs[1].constant.numpy()
+    assert value.dtype == dtype and value.shape == shape
+    want = next(iter(attrs.values()))
+    assert value.tolist() == (want if not isinstance(want, float) else pytest.approx(want))
+
+
+@pytest.mark.parametrize(
+    ("dims", "values", "indices", "needle"),
+    [
+        ([4], [1.0], [4], "do not fit"),
+        ([4], [1.0], [-1], "do not fit"),
+        ([2, 2], [1.0, 2.0], [[0, 0]], "do not fit"),
+        ([4], [1.0, 2.0], [0], "do not fit"),
+    ],
+)
+def test_malformed_sparse_constant_is_a_load_error(dims, values, indices, needle):
+    sparse = helper.make_sparse_tensor(
+        numpy_helper.from_array(np.array(values, np.float32), "v"),
+        numpy_helper.from_array(np.array(indices, np.int64), "i"),
+        dims,
+    )
+    nodes = [
+        helper.make_node("Constant", [], ["c"], sparse_value=sparse),
+        helper.make_node("Add", ["x", "c"], ["y"]),
+    ]
+    with pytest.raises(ModelLoadError, match=needle):
+        onnx_io.import_model(_x_plus(nodes, shape=dims))
+
+
+@pytest.mark.parametrize(
+    ("offset", "length", "needle"),
+    [(0, 8, "holds 8 bytes"), (0, 64, "past end"), (8, 16, "past end"), ("x", 16, "integer")],
+)
+def test_external_data_must_hold_exactly_the_tensor(tmp_path, offset, length, needle):
+    (tmp_path / "w.bin").write_bytes(np.ones(4, np.float32).tobytes())
+    weight = TensorProto()
+    weight.name, weight.data_type = "w", TensorProto.FLOAT
+    weight.dims.append(4)
+    weight.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", "w.bin"), ("offset", offset), ("length", length)):
+        entry = weight.external_data.add()
+        entry.key, entry.value = key, str(value)
+    onnx.save(_x_plus([helper.make_node("Add", ["x", "w"], ["y"])], [weight]), tmp_path / "m.onnx")
+    with pytest.raises(ModelLoadError, match=needle) as caught:
+        onnx_io.load(tmp_path / "m.onnx")
+    assert "'w'" in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [
+        ([-2], "invalid Reshape target"),
+        ([-1, -1], "invalid Reshape target"),
+        ([3], "cannot reshape"),
+    ],
+)
+def test_impossible_reshape_target_is_a_load_error(target, needle):
+    target_tensor = numpy_helper.from_array(np.array(target, np.int64), "s")
+    model = _x_plus([helper.make_node("Reshape", ["x", "s"], ["y"])], [target_tensor])
+    model.graph.output[0].type.tensor_type.ClearField("shape")
+    with pytest.raises(ModelLoadError, match=needle):
+        onnx_io.import_model(model)
+
+
+def test_string_tensor_with_invalid_utf8_is_a_load_error():
+    tensor = TensorProto()
+    tensor.name, tensor.data_type = "s", TensorProto.STRING
+    tensor.dims.append(1)
+    tensor.string_data.append(b"\xff")
+    model = _x_plus([helper.make_node("Relu", ["x"], ["y"])], [tensor])
+    model.graph.output.append(helper.make_tensor_value_info("s", TensorProto.STRING, [1]))
+    with pytest.raises(ModelLoadError, match="UTF-8"):
+        onnx_io.import_model(model)
+
+
 @pytest.mark.slow
 def test_models_over_2gb_load_and_save(tmp_path):
     """A 2.4 GB weight (a sparse file of zeros: no disk needed to create it) streams through."""
@@ -236,7 +347,10 @@ def test_models_over_2gb_load_and_save(tmp_path):
         weight.external_data.add(key=key, value=value)
     with open(tmp_path / "w.bin", "wb") as handle:
         handle.truncate(count * 4)
-    nodes = [helper.make_node("ReduceSum", ["w"], ["s"], keepdims=0), helper.make_node("Add", ["x", "s"], ["y"])]
+    nodes = [
+        helper.make_node("ReduceSum", ["w"], ["s"], keepdims=0),
+        helper.make_node("Add", ["x", "s"], ["y"]),
+    ]
     graph = helper.make_graph(nodes, "big", [_vi("x", [])], [_vi("y", [])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, tmp_path / "big.onnx")
