@@ -28,8 +28,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # paths and messages stay on one line for scripts
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2

@@ -10,7 +10,7 @@ the graph, typed from the model, never rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,6 +69,11 @@ class OpRegistry:
         #: IR stores it (ints as a tuple, strings as bytes), or None when it has none; installed
         #: by onnx_io.
         self.attribute_default: Callable[[str, str, int | None, str], Any | None] | None = None
+        #: (domain, op, opset) -> (fewest inputs, most inputs, attribute names) of the op's
+        #: schema at that opset, or None when ONNX does not define it there; installed by onnx_io.
+        self.op_signature: (
+            Callable[[str, str, int | None], tuple[int, int, frozenset[str]] | None] | None
+        ) = None
 
     def register(self, opdef: OpDef) -> OpDef:
         """Add or replace an entry."""
@@ -101,6 +106,19 @@ class OpRegistry:
         if self.attribute_default is None:
             return None
         return self.attribute_default(_norm(domain), name, opset, attribute)
+
+    def fits_signature(
+        self, domain: str, name: str, opset: int | None, num_inputs: int, attributes: Iterable[str]
+    ) -> bool | None:
+        """Whether ONNX defines op ``name`` at ``opset`` taking ``num_inputs`` inputs and these
+        attributes (None when no signature provider is installed)."""
+        if self.op_signature is None:
+            return None
+        signature = self.op_signature(_norm(domain), name, opset)
+        if signature is None:
+            return False
+        fewest, most, names = signature
+        return fewest <= num_inputs <= most and all(a in names for a in attributes)
 
     def __iter__(self):
         return iter(self._ops.values())

@@ -11,7 +11,13 @@ import functools
 import onnx
 
 from optimizer.ir import REGISTRY, Node, TensorType, ValueType
-from optimizer.onnx_io.types import attr_to_proto, tensor_to_proto, type_from_proto, type_to_proto
+from optimizer.onnx_io.types import (
+    attr_from_proto,
+    attr_to_proto,
+    tensor_to_proto,
+    type_from_proto,
+    type_to_proto,
+)
 
 #: Constant inputs up to this many elements are given to inference as data (shape tensors).
 _CONSTANT_DATA_LIMIT = 1024
@@ -64,5 +70,43 @@ def infer_node_types(node: Node, opset: int | None) -> list[ValueType] | None:
     return [t for t in types if isinstance(t, (TensorType,)) or t is not None]
 
 
+@functools.lru_cache(maxsize=8192)
+def attribute_default(domain: str, op: str, opset: int | None, name: str):
+    """The schema default of attribute ``name`` of ``op`` as the IR stores attribute values
+    (ints as tuples, strings as bytes, tensors as TensorData), or None when it has none."""
+    domain = "" if domain == "ai.onnx" else domain
+    try:
+        if opset is None:
+            schema = onnx.defs.get_schema(op, domain)
+        else:
+            schema = onnx.defs.get_schema(op, opset, domain)
+    except Exception:  # noqa: BLE001 - SchemaError when the op is unknown at that version
+        return None
+    attr = schema.attributes.get(name)
+    if attr is None or attr.default_value.type == onnx.AttributeProto.UNDEFINED:
+        return None
+    try:
+        return attr_from_proto(attr.default_value, None)[1].value
+    except Exception:  # noqa: BLE001 - kinds the IR cannot hold have no usable default
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def op_signature(domain: str, op: str, opset: int | None):
+    """(fewest inputs, most inputs, attribute names) of ``op`` at ``opset``, or None when ONNX
+    does not define it there."""
+    domain = "" if domain == "ai.onnx" else domain
+    try:
+        if opset is None:
+            schema = onnx.defs.get_schema(op, domain)
+        else:
+            schema = onnx.defs.get_schema(op, opset, domain)
+    except Exception:  # noqa: BLE001 - SchemaError when the op is unknown at that version
+        return None
+    return schema.min_input, schema.max_input, frozenset(schema.attributes)
+
+
 REGISTRY.schema_provider = has_schema
+REGISTRY.op_signature = op_signature
+REGISTRY.attribute_default = attribute_default
 REGISTRY.fallback_infer = infer_node_types

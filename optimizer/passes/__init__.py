@@ -9,11 +9,14 @@ from dataclasses import dataclass
 from optimizer.ir import Graph
 from optimizer.passes.cleanup import eliminate_identities
 from optimizer.passes.fold import DEFAULT_SIZE_LIMIT, fold_constants
+from optimizer.passes.rewrite import apply_rules, apply_rules_pass
 
 __all__ = [
     "DEFAULT_SIZE_LIMIT",
     "PASSES",
     "PassResult",
+    "apply_rules",
+    "apply_rules_pass",
     "eliminate_identities",
     "fold_constants",
     "run_passes",
@@ -36,11 +39,13 @@ def _passes(size_limit: int) -> dict[str, Pass]:
     return {
         "eliminate-identity": eliminate_identities,
         "fold-constants": lambda g: fold_constants(g, size_limit=size_limit),
+        "apply-rules": lambda g: apply_rules_pass(g, fold_size_limit=size_limit),
     }
 
 
-#: Names of the clean-up passes, in the order the default pipeline runs them.
-PASSES: tuple[str, ...] = ("eliminate-identity", "fold-constants")
+#: Names of the passes, in the order the default pipeline runs them: clean-up, then the
+#: greedy application of the rule library in rules/ (a no-op while it holds no rules).
+PASSES: tuple[str, ...] = ("eliminate-identity", "fold-constants", "apply-rules")
 
 
 def run_passes(

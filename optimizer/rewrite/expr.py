@@ -87,6 +87,15 @@ def dtype(v: Value) -> str:
     return _ttype(v).dtype.name.lower()
 
 
+def dtype_code(v: Value) -> int:
+    """Element type as ONNX's numeric code, for ``Cast(x, to=dtype_code(y))`` (error when
+    unknown)."""
+    code = int(_ttype(v).dtype)
+    if code == 0:
+        raise RuleEvalError("unknown element type")
+    return code
+
+
 def is_float(v: Value) -> bool:
     """Floating-point element type."""
     return _ttype(v).dtype.is_float
@@ -143,6 +152,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     for f in (
         rank, shape, dim, static_dim, is_const, value, is_scalar_like, dtype, is_float,
         same_shape, broadcasts_to, compose, inverse, identity_perm, norm_axis, all_equal,
+        dtype_code,
     )
 }  # fmt: skip
 FUNCTIONS.update(
@@ -321,7 +331,8 @@ def instantiate(
             attr_values = {}
             for name, a in p.attrs:
                 raw = env[a.name] if isinstance(a, AttrVar) else evaluate(a.tree, env)
-                attr_values[name] = _attr_value(raw)
+                if raw is not None:  # an attribute the match found absent stays absent
+                    attr_values[name] = _attr_value(raw)
             nodes[p.call] = build_node(
                 p.op, inputs, attr_values, domain=p.domain, num_outputs=arity[p.call], opset=opset
             )

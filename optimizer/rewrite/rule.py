@@ -358,12 +358,13 @@ def _check_rewrite_variables(rule: Rule) -> None:
 
 
 #: Functions a rewrite may call to build constants.
-BUILDERS = frozenset({"ints", "floats", "scalar", "zeros_like_kernel", "pad_kernel"})
+BUILDERS = frozenset({"ints", "floats", "scalar"})
 
 
 def rules_dir() -> Path:
     """The folder holding the shipped rule files."""
-    return _REPO_RULES if _REPO_RULES.is_dir() else _PACKAGE_RULES
+    # An installed package carries its own copy; a source checkout reads rules/ directly.
+    return _PACKAGE_RULES if _PACKAGE_RULES.is_dir() else _REPO_RULES
 
 
 def load_rules(folder: Path | None = None) -> list[Rule]:

@@ -1,0 +1,354 @@
+"""Greedy application of the rule library: the ``apply-rules`` pass.
+
+:func:`apply_rules` repeatedly applies the first match (in
+:class:`~optimizer.rewrite.match.MatchIndex` order: by node in topological
+order, then by rule) whose application strictly lowers the cost, until no
+match does (or a step/time budget runs out), folding constants between
+rounds so that rules whose preconditions need constants (``is_const``) see
+the weights earlier rewrites computed.
+
+The default cost is :class:`AnalyticCost`, a stand-in until the cost-model
+work replaces it: per node FLOPs (or output elements when unknown) plus a
+per-kernel launch overhead plus the bytes it writes; nodes computable from
+constants alone are free, since constant folding removes them. Its sum over
+nodes lets a candidate be priced from the nodes it adds and removes, without
+rebuilding the graph; the accepted step is re-priced on the whole graph.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from optimizer.info import node_flops
+from optimizer.ir import Graph, Node, TensorType, Value
+from optimizer.ir.ops import CONTROL_FLOW_OPS, NONDETERMINISTIC_OPS
+from optimizer.ir.types import DType, num_elements
+from optimizer.passes.fold import DEFAULT_SIZE_LIMIT, fold_constants
+from optimizer.rewrite.apply import apply_match, new_nodes, replacement
+from optimizer.rewrite.match import GraphContext, Match, MatchIndex, context
+from optimizer.rewrite.rule import Rule, RuleSyntaxError, load_rules, rules_dir
+
+__all__ = [
+    "AXIOM_FAMILY",
+    "LAUNCH_OVERHEAD",
+    "AnalyticCost",
+    "apply_rules",
+    "apply_rules_pass",
+    "default_rules",
+]
+
+#: Family of the verifier's facts: never applied as rewrites.
+AXIOM_FAMILY = "axioms"
+#: FLOP-equivalents charged per kernel launch.
+LAUNCH_OVERHEAD = 10_000
+#: Default budgets of the greedy loop.
+DEFAULT_MAX_STEPS = 1000
+DEFAULT_TIME_LIMIT = 10.0
+#: Rounds of (greedy to a fixed point, fold constants).
+_MAX_ROUNDS = 4
+
+
+# ------------------------------------------------------------------ cost
+
+
+def foldable(node: Node) -> bool:
+    """Whether constant folding would evaluate ``node`` once its inputs are constants."""
+    return (
+        not node.is_source
+        and node.domain == ""
+        and node.unique is None
+        and not node.captures
+        and bool(node.inputs)
+        and node.op not in NONDETERMINISTIC_OPS
+        and node.op not in CONTROL_FLOW_OPS
+        and all(
+            isinstance(v.type, TensorType) and v.type.dtype not in (DType.STRING, DType.UNDEFINED)
+            for v in node.outputs
+        )
+    )
+
+
+def _elements(value: Value) -> int:
+    t = value.type
+    if not isinstance(t, TensorType) or t.shape is None:
+        return 1
+    count = num_elements(tuple(d if isinstance(d, int) else 1 for d in t.shape))
+    return 1 if count is None else count
+
+
+@dataclass(frozen=True)
+class AnalyticCost:
+    """Estimated cost of a graph in FLOP-equivalents (see the module docstring).
+
+    Symbolic dimensions count as 1, as in :func:`optimizer.info.node_flops`.
+    """
+
+    launch_overhead: float = LAUNCH_OVERHEAD
+    bytes_weight: float = 1.0
+    _memo: weakref.WeakKeyDictionary = field(
+        default_factory=weakref.WeakKeyDictionary, compare=False, repr=False
+    )
+
+    def node_cost(self, node: Node) -> float:
+        """Cost of running ``node`` (not free); nodes are immutable, so it is memoized."""
+        cost = self._memo.get(node)
+        if cost is None:
+            cost = self._memo[node] = self._node_cost(node)
+        return cost
+
+    def _node_cost(self, node: Node) -> float:
+        if node.is_source:
+            return 0.0
+        try:
+            flops = node_flops(node)
+        except Exception:  # noqa: BLE001 - odd shapes: fall back to counting elements
+            flops = None
+        if flops is None:
+            flops = sum(_elements(v) for v in node.outputs)
+        written = 0.0
+        for v in node.outputs:
+            if isinstance(v.type, TensorType):
+                written += _elements(v) * (v.type.dtype.itemsize or 8)
+        return float(flops) + self.launch_overhead + self.bytes_weight * written
+
+    def free_nodes(self, order: Iterable[Node], free: set[Node] | None = None) -> set[Node]:
+        """The nodes of ``order`` (topological) computable from constants alone."""
+        free = set() if free is None else free
+        for node in order:
+            if foldable(node) and all(
+                v is None or v.is_constant or v.node in free for v in node.inputs
+            ):
+                free.add(node)
+        return free
+
+    def total(self, order: Sequence[Node]) -> float:
+        """Cost of the nodes ``order`` (a graph's nodes in topological order)."""
+        free = self.free_nodes(order)
+        return sum(self.node_cost(n) for n in order if n not in free)
+
+    def __call__(self, graph: Graph) -> float:
+        return self.total(context(graph).order)
+
+
+class _Pricer:
+    """Prices candidate replacements on one graph with a node-additive cost."""
+
+    def __init__(self, graph: Graph, ctx: GraphContext, cost: AnalyticCost) -> None:
+        self.ctx = ctx
+        self.cost = cost
+        self.free = cost.free_nodes(ctx.order)
+        self.outputs: dict[Value, int] = {}
+        for v in graph.outputs:
+            self.outputs[v] = self.outputs.get(v, 0) + 1
+        self.protected = set(ctx.protected)
+
+    def uses(self, value: Value) -> int:
+        return len(self.ctx.consumers.get(value, ())) + self.outputs.get(value, 0)
+
+    def delta(self, match: Match, values: Sequence[Value]) -> float:
+        """Cost change of replacing ``match.roots`` by ``values``: nodes the replacement adds
+        minus nodes that nothing reads any more."""
+        created = new_nodes(values, self.ctx.position)
+        free = set(self.free)
+        self.cost.free_nodes(created, free)
+        added = sum(self.cost.node_cost(n) for n in created if n not in free)
+        remaining: dict[Value, int] = {}
+
+        def uses(v: Value) -> int:
+            return remaining[v] if v in remaining else self.uses(v)
+
+        for old, new in zip(match.roots, values, strict=True):
+            if new is not old:
+                if new.node in self.ctx.position or new.node.is_source:
+                    remaining[new] = uses(new) + uses(old)  # the root's readers move over
+                remaining[old] = 0
+        for node in created:
+            for v in set(node.operands):
+                if v.node in self.ctx.position:
+                    remaining[v] = uses(v) + 1
+        removed = 0.0
+        dead: set[Node] = set()
+        work = [r.node for r in match.roots]
+        while work:
+            node = work.pop()
+            if node in dead or node.is_source or node in self.protected:
+                continue
+            if any(uses(v) > 0 for v in node.outputs):
+                continue
+            dead.add(node)
+            if node not in self.free:
+                removed += self.cost.node_cost(node)
+            for v in set(node.operands):
+                remaining[v] = uses(v) - 1
+                work.append(v.node)
+        return added - removed
+
+
+# ------------------------------------------------------------------ the greedy loop
+
+
+def _describe(graph: Graph, ctx: GraphContext, nodes: Iterable[Node]) -> list[str]:
+    out = []
+    for node in sorted(nodes, key=lambda n: ctx.position.get(n, -1)):
+        meta = graph.node_meta.get(node)
+        out.append(meta.name if meta is not None and meta.name else f"{node.op}#{node.serial}")
+    return out
+
+
+def applicable(rules: Iterable[Rule]) -> list[Rule]:
+    """The rules a search may apply: all but the verifier's axioms."""
+    return [r for r in rules if r.family != AXIOM_FAMILY]
+
+
+def apply_rules(
+    graph: Graph,
+    rules: Sequence[Rule] | MatchIndex,
+    *,
+    cost: Callable[[Graph], float] | None = None,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    time_limit: float = DEFAULT_TIME_LIMIT,
+    fold: bool = True,
+    fold_size_limit: int = DEFAULT_SIZE_LIMIT,
+) -> tuple[Graph, list[dict[str, Any]]]:
+    """Greedily apply ``rules`` while some application strictly lowers ``cost``.
+
+    Each step takes the first match (by node in topological order, then rule
+    order) whose application lowers the cost, applies it and starts over,
+    until no match improves, ``max_steps`` steps were taken or ``time_limit``
+    seconds passed. With ``fold``, constants are folded after each round that
+    changed the graph and the loop runs again (at most a few rounds). Rules
+    of the ``axioms`` family are never applied.
+
+    Returns the graph and a trace: one dict per step with ``rule``,
+    ``nodes_matched`` (names, or ``op#serial``), ``cost_before`` and ``cost_after``.
+    """
+    if not isinstance(rules, MatchIndex) or any(r.family == AXIOM_FAMILY for r in rules.rules):
+        rules = MatchIndex(applicable(rules.rules if isinstance(rules, MatchIndex) else rules))
+    index = rules
+    if not index.rules:
+        return graph, []
+    model = cost if cost is not None else AnalyticCost()
+    deadline = time.perf_counter() + time_limit
+    trace: list[dict[str, Any]] = []
+    opset = graph.meta.opset("")
+    built: dict[tuple, tuple[Match, list[Value] | None]] = {}
+    memo: dict[tuple[Node, str], list[Match]] = {}
+    for _ in range(_MAX_ROUNDS):
+        steps_before = len(trace)
+        graph = _greedy(graph, index, model, opset, built, memo, trace, max_steps, deadline)
+        if len(trace) == steps_before or not fold:
+            break
+        folded = fold_constants(graph, size_limit=fold_size_limit)
+        if folded.key == graph.key or len(trace) >= max_steps or time.perf_counter() > deadline:
+            graph = folded
+            break
+        graph = folded
+    return graph, trace
+
+
+def _greedy(
+    graph: Graph,
+    index: MatchIndex,
+    model: Callable[[Graph], float],
+    opset: int | None,
+    built: dict[tuple, tuple[Match, list[Value] | None]],
+    memo: dict[tuple[Node, str], list[Match]],
+    trace: list[dict[str, Any]],
+    max_steps: int,
+    deadline: float,
+) -> Graph:
+    """One greedy descent to a fixed point. ``built`` caches replacements and ``memo``
+    single-root matches across steps: both stay valid while their nodes are in the graph."""
+    current = model(graph)
+    rejected: dict[tuple, Match] = {}  # holding the match keeps the ids in its key valid
+    while len(trace) < max_steps and time.perf_counter() < deadline:
+        ctx = context(graph, opset)
+        gone = [k for k, (m, _) in built.items() if not all(n in ctx.position for n in m.nodes)]
+        for key in gone:
+            del built[key]  # matched nodes left the graph: the match cannot recur
+        for key in [k for k in memo if k[0] not in ctx.position]:
+            del memo[key]
+        pricer = _Pricer(graph, ctx, model) if isinstance(model, AnalyticCost) else None
+        step = None
+        for match in index.matches(graph, opset=opset, memo=memo):
+            if time.perf_counter() > deadline:
+                break
+            key = match.key
+            if key in rejected:
+                continue
+            cached = built.get(key)  # entries hold their match, so ids in keys stay valid
+            if cached is None:
+                cached = built[key] = (match, replacement(match, opset=opset))
+            values = cached[1]
+            if values is None:
+                continue
+            if pricer is not None and pricer.delta(match, values) >= 0:
+                continue
+            candidate = apply_match(graph, match, opset=opset, values=values)
+            if candidate is None:
+                rejected[key] = match
+                continue
+            after = model(candidate)
+            if after >= current:
+                rejected[key] = match
+                continue
+            step = (match, candidate, after)
+            break
+        if step is None:
+            break
+        match, candidate, after = step
+        trace.append(
+            {
+                "rule": match.rule.name,
+                "nodes_matched": _describe(graph, ctx, match.nodes),
+                "cost_before": current,
+                "cost_after": after,
+            }
+        )
+        graph, current = candidate, after
+    return graph
+
+
+# ------------------------------------------------------------------ the pass
+
+_LOADED: dict[tuple, MatchIndex] = {}
+
+
+def default_rules(folder: Path | None = None) -> MatchIndex:
+    """The shipped rule library (cached until a rule file changes), axioms left out.
+
+    A library that does not parse is reported as a warning and not applied,
+    so that a broken rule file cannot stop ``graphopt optimize``.
+    """
+    folder = folder or rules_dir()
+    files = sorted(folder.glob("**/*.rules")) if folder.is_dir() else []
+    key = (str(folder),) + tuple(
+        (str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in files
+    )
+    index = _LOADED.get(key)
+    if index is None:
+        try:
+            rules = load_rules(folder) if files else []
+        except RuleSyntaxError as exc:
+            warnings.warn(f"rule library not applied: {exc}", stacklevel=2)
+            rules = []
+        _LOADED.clear()
+        index = _LOADED[key] = MatchIndex(applicable(rules))
+    return index
+
+
+def apply_rules_pass(graph: Graph, *, fold_size_limit: int = DEFAULT_SIZE_LIMIT) -> Graph:
+    """The ``apply-rules`` pass: :func:`apply_rules` with the shipped library and the
+    analytic cost (a no-op while ``rules/`` holds no rules)."""
+    index = default_rules()
+    if not index.rules:
+        return graph
+    result, _ = apply_rules(graph, index, fold_size_limit=fold_size_limit)
+    return result

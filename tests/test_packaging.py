@@ -1,0 +1,20 @@
+"""The wheel must contain every subpackage and the rule library."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_subpackage_is_listed_in_pyproject():
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for init in (ROOT / "optimizer").rglob("__init__.py")
+    }
+    assert on_disk - listed == set(), "add these to [tool.setuptools] packages"
+    assert config["tool"]["setuptools"]["package-dir"]["optimizer.rules"] == "rules"
+    assert any((ROOT / "rules").glob("*.rules"))
