@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -36,7 +36,7 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERNAL = 3
 
 InputShapes = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--input-shape", help="Fix an input's shape: NAME:D1,D2,... (repeatable)."),
 ]
 
@@ -62,7 +62,10 @@ def _guarded(action: Callable[[], None]) -> None:
         if os.environ.get("GRAPHOPT_DEBUG"):
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
-        _fail(f"internal error ({type(exc).__name__}): {first} (GRAPHOPT_DEBUG=1 shows more)", EXIT_INTERNAL)
+        _fail(
+            f"internal error ({type(exc).__name__}): {first} (GRAPHOPT_DEBUG=1 shows more)",
+            EXIT_INTERNAL,
+        )
 
 
 def _shapes(specs: list[str] | None) -> dict[str, tuple[int, ...]] | None:
@@ -100,7 +103,7 @@ def _progress(enabled: bool):
 def optimize(
     model: Annotated[Path, typer.Argument(help="The ONNX model to optimize.")],
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", help="Where to write (default IN.opt.onnx).")
+        Path | None, typer.Option("-o", "--output", help="Where to write (default IN.opt.onnx).")
     ] = None,
     input_shape: InputShapes = None,
     check: Annotated[bool, typer.Option(help="Compare outputs with the original first.")] = True,
@@ -108,14 +111,14 @@ def optimize(
     atol: Annotated[float, typer.Option(help="Absolute tolerance of the check.")] = 1e-5,
     in_place: Annotated[bool, typer.Option(help="Overwrite the input file.")] = False,
     passes: Annotated[
-        Optional[str], typer.Option(help="Comma-separated passes (default: all clean-up passes).")
+        str | None, typer.Option(help="Comma-separated passes (default: all clean-up passes).")
     ] = None,
     fold_size_limit: Annotated[
         int, typer.Option(help="Largest tensor (bytes) constant folding may create.")
     ] = 64 * 1024 * 1024,
     device: Annotated[str, typer.Option(help="Device of the check: cpu, cuda or auto.")] = "cpu",
     external_data: Annotated[
-        Optional[bool],
+        bool | None,
         typer.Option(help="Write weights to OUT.data (default: only past protobuf's 2 GB)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
@@ -168,7 +171,9 @@ def _print_report(report) -> None:
     table.add_row("model size", _size(report.size_before), _size(report.size_after))
     out.print(table)
     checked = (
-        f"outputs match (max abs error {report.max_abs_error:.2g})" if report.checked else "not checked"
+        f"outputs match (max abs error {report.max_abs_error:.2g})"
+        if report.checked
+        else "not checked"
     )
     out.print(f"took {report.seconds:.2f} s; {checked}")
 
@@ -251,8 +256,13 @@ def check_cmd(
                     {
                         "ok": report.ok,
                         "outputs": [
-                            {"name": o.name, "ok": o.ok, "max_abs_err": _finite(o.max_abs_err),
-                             "max_rel_err": _finite(o.max_rel_err), "reason": o.reason}
+                            {
+                                "name": o.name,
+                                "ok": o.ok,
+                                "max_abs_err": _finite(o.max_abs_err),
+                                "max_rel_err": _finite(o.max_rel_err),
+                                "reason": o.reason,
+                            }
                             for o in report.outputs
                         ],
                     }

@@ -27,7 +27,9 @@ def _core_files() -> list[Path]:
     files: list[Path] = []
     for entry in CORE:
         target = PACKAGE / entry
-        files.extend(sorted(target.rglob("*.py")) if target.is_dir() else [target] if target.exists() else [])
+        files.extend(
+            sorted(target.rglob("*.py")) if target.is_dir() else [target] if target.exists() else []
+        )
     return files
 
 
@@ -60,6 +62,8 @@ def test_onnx_path_runs_without_torch(tmp_path):
         "assert len(out.graph.node) < len(example_model().graph.node)\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"

@@ -83,7 +83,9 @@ class Attr:
             if all(isinstance(v, (int, float)) for v in items):
                 return Attr("floats", tuple(float(v) for v in items))
             if all(isinstance(v, (str, bytes)) for v in items):
-                return Attr("strings", tuple(v.encode() if isinstance(v, str) else v for v in items))
+                return Attr(
+                    "strings", tuple(v.encode() if isinstance(v, str) else v for v in items)
+                )
             if all(isinstance(v, TensorData) for v in items):
                 return Attr("tensors", items)
         raise TypeError(f"cannot infer an attribute kind for {value!r}")
@@ -421,7 +423,9 @@ def check_graph(graph: Graph) -> list[str]:
     for node in graph.nodes(include_sources=True):
         if node.is_input:
             if node not in input_nodes:
-                problems.append(f"value of input {node.outputs[0].input_name!r} is not a graph input")
+                problems.append(
+                    f"value of input {node.outputs[0].input_name!r} is not a graph input"
+                )
             continue
         if node.is_constant:
             data = node.attr("value")
@@ -490,7 +494,9 @@ def transform(
     return rename_after(graph, mapping, meta)
 
 
-def rename_after(graph: Graph, mapping: Mapping[Value, Value], meta: Mapping[Node, NodeMeta]) -> Graph:
+def rename_after(
+    graph: Graph, mapping: Mapping[Value, Value], meta: Mapping[Node, NodeMeta]
+) -> Graph:
     """The graph whose outputs are ``mapping``'s images, names moved to the new values."""
     names: dict[Value, str] = {}
     for old, name in graph.value_names.items():

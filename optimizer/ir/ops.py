@@ -26,7 +26,14 @@ ReferenceFn = Callable[[Node, Sequence["np.ndarray | None"]], "list[np.ndarray]"
 
 #: Ops whose every evaluation may differ: never merged, never folded.
 NONDETERMINISTIC_OPS = frozenset(
-    {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+    {
+        "RandomNormal",
+        "RandomUniform",
+        "RandomNormalLike",
+        "RandomUniformLike",
+        "Multinomial",
+        "Bernoulli",
+    }
 )
 
 
@@ -450,7 +457,9 @@ def _unary(fn: Callable[[np.ndarray], np.ndarray]) -> ReferenceFn:
     return ref
 
 
-def _binary(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], keep_dtype: bool = True) -> ReferenceFn:
+def _binary(
+    fn: Callable[[np.ndarray, np.ndarray], np.ndarray], keep_dtype: bool = True
+) -> ReferenceFn:
     def ref(node: Node, inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
         a, b = inputs[0], inputs[1]
         out = np.asarray(fn(a, b))  # type: ignore[arg-type]
@@ -524,7 +533,8 @@ def _register_all() -> None:
     }
     for name, fn in unary.items():
         REGISTRY.register(OpDef(name, infer=same, reference=_unary(fn)))
-    for name in ("LeakyRelu", "Elu", "Selu", "HardSigmoid", "HardSwish", "Softplus", "Gelu", "Round",
+    for name in ("LeakyRelu", "Elu", "Selu", "HardSigmoid", "HardSwish", "Softplus", "Gelu",
+                 "Round",
                  "Clip", "LogSoftmax", "BatchNormalization", "InstanceNormalization",
                  "LayerNormalization", "Mish", "Celu", "LRN"):  # fmt: skip
         REGISTRY.register(OpDef(name, infer=same if name not in _MULTI_STAT else None))
@@ -539,13 +549,18 @@ def _register_all() -> None:
     }
     for name, (fn, commutative) in binary.items():
         ref = _binary(fn if name != "Div" else _onnx_div)
-        REGISTRY.register(OpDef(name, infer=_broadcast(None), reference=ref, commutative=commutative))
+        REGISTRY.register(
+            OpDef(name, infer=_broadcast(None), reference=ref, commutative=commutative)
+        )
     for name, fn in (("Max", np.maximum), ("Min", np.minimum), ("Sum", np.add)):
-        REGISTRY.register(OpDef(name, infer=_broadcast(None), reference=_variadic(fn), commutative=True))
+        REGISTRY.register(
+            OpDef(name, infer=_broadcast(None), reference=_variadic(fn), commutative=True)
+        )
     REGISTRY.register(OpDef("Mean", infer=_broadcast(None), commutative=True))
     for name, fn in (("Equal", np.equal), ("Less", np.less), ("Greater", np.greater),
                      ("LessOrEqual", np.less_equal), ("GreaterOrEqual", np.greater_equal),
-                     ("And", np.logical_and), ("Or", np.logical_or), ("Xor", np.logical_xor)):  # fmt: skip
+                     ("And", np.logical_and), ("Or", np.logical_or),
+                     ("Xor", np.logical_xor)):  # fmt: skip
         REGISTRY.register(
             OpDef(name, infer=_broadcast(DType.BOOL), reference=_binary(fn, keep_dtype=False))
         )
@@ -561,7 +576,9 @@ def _register_all() -> None:
             reference=lambda n, i: [i[0].astype(cast_target(n).to_numpy())],  # type: ignore[union-attr]
         )
     )
-    REGISTRY.register(OpDef("MatMul", infer=_matmul, reference=lambda n, i: [np.matmul(i[0], i[1])]))
+    REGISTRY.register(
+        OpDef("MatMul", infer=_matmul, reference=lambda n, i: [np.matmul(i[0], i[1])])
+    )
     REGISTRY.register(OpDef("Gemm", infer=_gemm, reference=_gemm_ref))
     REGISTRY.register(
         OpDef(
@@ -588,7 +605,11 @@ def _register_all() -> None:
     for name in ("GlobalAveragePool", "GlobalMaxPool"):
         REGISTRY.register(OpDef(name, infer=_global_pool))
     REGISTRY.register(
-        OpDef("Gather", infer=_gather, reference=lambda n, i: [np.take(i[0], i[1], axis=n.attr("axis", 0))])
+        OpDef(
+            "Gather",
+            infer=_gather,
+            reference=lambda n, i: [np.take(i[0], i[1], axis=n.attr("axis", 0))],
+        )
     )
     for name in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2"):
         REGISTRY.register(OpDef(name, infer=_reduce))

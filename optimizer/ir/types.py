@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Union
 
 import numpy as np
 
@@ -178,9 +177,9 @@ _ITEMSIZE: dict[DType, float] = {
 }
 
 #: A dimension: a known size, a named symbol (ONNX ``dim_param``), or unknown (``None``).
-Dim = Union[int, str, None]
+Dim = int | str | None
 #: A shape: a tuple of dims, or ``None`` when even the rank is unknown.
-Shape = Union[tuple[Dim, ...], None]
+Shape = tuple[Dim, ...] | None
 
 
 def is_static(shape: Shape) -> bool:
@@ -230,7 +229,11 @@ class TensorType:
         return all(dims_compatible(a, b) for a, b in zip(self.shape, other.shape))
 
     def __str__(self) -> str:
-        dims = "?" if self.shape is None else ",".join("?" if d is None else str(d) for d in self.shape)
+        dims = (
+            "?"
+            if self.shape is None
+            else ",".join("?" if d is None else str(d) for d in self.shape)
+        )
         return f"{self.dtype.name.lower()}[{dims}]"
 
 
@@ -248,7 +251,7 @@ class OpaqueType:
         return "opaque"
 
 
-ValueType = Union[TensorType, OpaqueType]
+ValueType = TensorType | OpaqueType
 
 #: The type of a value about which nothing is known.
 UNKNOWN = TensorType(DType.UNDEFINED, None)

@@ -37,7 +37,9 @@ def proto_summary(model: onnx.ModelProto) -> tuple[dict[str, int], int]:
     histogram: dict[str, int] = {}
     params = 0
     for node in model.graph.node:
-        key = f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        key = (
+            f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type
+        )
         if key == "Constant":
             params += sum(_elements(a.t) for a in node.attribute if a.name == "value")
             continue

@@ -57,8 +57,14 @@ def export_model(graph: Graph) -> onnx.ModelProto:
     reserved.update(v.input_name for v in graph.inputs)
     captured: dict[Value, set[str]] = {}
     for node in nodes:
-        for attr_name, attr in node.attrs:
-            subs = [attr.value] if attr.kind == "graph" else attr.value if attr.kind == "graphs" else ()
+        for _, attr in node.attrs:
+            subs = (
+                [attr.value]
+                if attr.kind == "graph"
+                else attr.value
+                if attr.kind == "graphs"
+                else ()
+            )
             for sub in subs:
                 reserved.update(sub.defined)
         for name, value in node.captures:
@@ -89,7 +95,9 @@ def export_model(graph: Graph) -> onnx.ModelProto:
     for node in graph.nodes(include_sources=True):
         if node.is_constant:
             value = node.outputs[0]
-            initializers.append(tensor_to_proto(node.attr("value"), namer.name_of(value, names.get(value))))
+            initializers.append(
+                tensor_to_proto(node.attr("value"), namer.name_of(value, names.get(value)))
+            )
         elif not node.is_input:
             proto_nodes.append(_node_proto(node, namer, names, graph, used))
         # Captured outer values whose name had to change, and outputs that could not take
@@ -111,7 +119,9 @@ def export_model(graph: Graph) -> onnx.ModelProto:
         input_names = {i.name for i in inputs}
         for tensor in initializers:
             if tensor.name not in input_names:
-                info = onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, list(tensor.dims))
+                info = onnx.helper.make_tensor_value_info(
+                    tensor.name, tensor.data_type, list(tensor.dims)
+                )
                 inputs.append(info)
     declared = dict(meta.output_types)
     outputs = [
@@ -121,7 +131,9 @@ def export_model(graph: Graph) -> onnx.ModelProto:
     value_info = [
         _value_info(name, value, io_types)
         for value, name in namer.names.items()
-        if name in meta.value_info_names and not value.node.is_source and not _unknown(value)
+        if name in meta.value_info_names
+        and not value.node.is_source
+        and not _unknown(value)
         and name not in graph.output_names
     ]
     onnx_graph = onnx.helper.make_graph(

@@ -42,7 +42,9 @@ def fold_constants(graph: Graph, *, size_limit: int = DEFAULT_SIZE_LIMIT) -> Gra
         region, boundary = _constant_region(graph, blocked)
         if not boundary:
             return graph
-        too_big = [v for v in boundary if _static_bytes(v) is not None and _static_bytes(v) > size_limit]
+        too_big = [
+            v for v in boundary if _static_bytes(v) is not None and _static_bytes(v) > size_limit
+        ]
         if too_big:
             blocked.update(v.node for v in too_big)
             continue
@@ -53,7 +55,9 @@ def fold_constants(graph: Graph, *, size_limit: int = DEFAULT_SIZE_LIMIT) -> Gra
         if oversized:
             blocked.update(v.node for v in oversized)
             continue
-        replacement = {v: constant(TensorData.from_array(a, _dtype_of(v, a))) for v, a in zip(boundary, values)}
+        replacement = {
+            v: constant(TensorData.from_array(a, _dtype_of(v, a))) for v, a in zip(boundary, values)
+        }
         return _replace(graph, replacement)
     return graph
 

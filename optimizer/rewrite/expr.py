@@ -159,7 +159,8 @@ FUNCTIONS.update(
     {
         "len": len, "range": range, "list": list, "tuple": tuple, "all": all, "any": any,
         "abs": abs, "min": min, "max": max, "sum": sum, "int": int, "float": float,
-        "sorted": sorted, "reversed": lambda s: list(reversed(s)), "prod": lambda s: int(np.prod(s)),
+        "sorted": sorted, "reversed": lambda s: list(reversed(s)),
+        "prod": lambda s: int(np.prod(s)),
     }
 )  # fmt: skip
 
@@ -212,7 +213,9 @@ def evaluate(tree: ast.expr, env: Mapping[str, Any]) -> Any:
             return evaluate(b, env) if evaluate(t, env) else evaluate(o, env)
         case ast.Call(func=ast.Name(id=name), args=args, keywords=[]) if name in FUNCTIONS:
             return FUNCTIONS[name](*(evaluate(a, env) for a in args))
-        case ast.ListComp(elt=elt, generators=[ast.comprehension(target=ast.Name(id=var), iter=it, ifs=ifs)]):
+        case ast.ListComp(
+            elt=elt, generators=[ast.comprehension(target=ast.Name(id=var), iter=it, ifs=ifs)]
+        ):
             out = []
             for item in evaluate(it, env):
                 inner = {**env, var: item}
@@ -224,7 +227,9 @@ def evaluate(tree: ast.expr, env: Mapping[str, Any]) -> Any:
 
 def _index(node: ast.expr, env: Mapping[str, Any]) -> Any:
     if isinstance(node, ast.Slice):
-        parts = [None if p is None else evaluate(p, env) for p in (node.lower, node.upper, node.step)]
+        parts = [
+            None if p is None else evaluate(p, env) for p in (node.lower, node.upper, node.step)
+        ]
         return slice(*parts)
     return evaluate(node, env)
 

@@ -176,7 +176,9 @@ def parse_rules(text: str, *, family: str, path: str = "") -> list[Rule]:
             continue
         header = _RULE_HEADER.match(line.rstrip())
         if header is None:
-            raise RuleSyntaxError(f"{path}:{i + 1}: expected 'rule kebab-name:  # comment', got {line!r}")
+            raise RuleSyntaxError(
+                f"{path}:{i + 1}: expected 'rule kebab-name:  # comment', got {line!r}"
+            )
         name, comment = header.group(1), (header.group(2) or "").strip()
         if not comment:
             raise RuleSyntaxError(f"{path}:{i + 1}: rule {name} needs a one-line '# comment'")
@@ -207,7 +209,9 @@ def _sections(body: list[str], path: str, first_line: int, name: str) -> dict[st
         if found:
             current = found.group(1)
             if current in sections:
-                raise RuleSyntaxError(f"{path}:{first_line + offset}: {name}: two '{current}' sections")
+                raise RuleSyntaxError(
+                    f"{path}:{first_line + offset}: {name}: two '{current}' sections"
+                )
             sections[current] = [found.group(2)] if found.group(2).strip() else []
         elif current is None:
             raise RuleSyntaxError(f"{path}:{first_line + offset}: {name}: text outside a section")
@@ -242,8 +246,10 @@ class _PatternBuilder:
             if self.side == "rewrite":
                 raise self.fail(node, "write constants in a rewrite as scalar(v, like=x)")
             return Literal(float(node.value))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(
-            node.operand, ast.Constant
+        if (
+            isinstance(node, ast.UnaryOp)
+            and isinstance(node.op, ast.USub)
+            and isinstance(node.operand, ast.Constant)
         ):
             return Literal(-float(node.operand.value))
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
@@ -322,7 +328,9 @@ def _build_rule(name, family, comment, sections, source, path, line) -> Rule:
     outputs = tuple(match_names)
     if match_names == ["out"]:
         if rewrite_names != ["out"] and "out" not in rewrite_names:
-            raise RuleSyntaxError(f"rule {name}: a one-expression match needs a one-expression rewrite")
+            raise RuleSyntaxError(
+                f"rule {name}: a one-expression match needs a one-expression rewrite"
+            )
         rewrite = (rewrite_all[rewrite_names.index("out")],)
     else:
         env = dict(zip(rewrite_names, rewrite_all))
@@ -348,7 +356,9 @@ def _check_rewrite_variables(rule: Rule) -> None:
 
     def walk(p: Pattern) -> None:
         if isinstance(p, Var) and p.name not in known:
-            raise RuleSyntaxError(f"rule {rule.name}: rewrite uses {p.name!r}, which match never binds")
+            raise RuleSyntaxError(
+                f"rule {rule.name}: rewrite uses {p.name!r}, which match never binds"
+            )
         if isinstance(p, Op):
             for a in p.args:
                 walk(a)

@@ -91,7 +91,9 @@ def test_type_function_and_reference_match_onnxruntime(op, shapes, attrs, consts
         else graph_input(f"i{k}", TensorType(DType.from_numpy(a.dtype), a.shape))
         for k, a in enumerate(arrays)
     ]
-    node = Node.make(op, values, {k: v for k, v in attrs.items()}, output_types=[TensorType(DType.UNDEFINED)])
+    node = Node.make(
+        op, values, {k: v for k, v in attrs.items()}, output_types=[TensorType(DType.UNDEFINED)]
+    )
     opdef = REGISTRY.lookup("", op)
     assert opdef is not None and opdef.infer is not None, f"{op} has no hand-written type function"
     (inferred,) = opdef.infer(node, 18)[:1]
