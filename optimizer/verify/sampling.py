@@ -39,7 +39,6 @@ _INT_ROLES = {
 }
 
 
-@dataclass
 # ---------------------------------------------------------------- rule analysis
 
 
@@ -59,6 +58,8 @@ class RuleShape:
     var_hints: dict[str, list[float]] = field(default_factory=dict)
     #: ranks the where clause demands (``rank(x) == 2``)
     rank_hints: dict[str, int] = field(default_factory=dict)
+    #: variables the where clause wants not constant (``not is_const(w)``)
+    nonconst_hint: set[str] = field(default_factory=set)
 
 
 def analyse(rule: Rule) -> RuleShape:
@@ -118,6 +119,15 @@ def analyse(rule: Rule) -> RuleShape:
                     if node.func.id in ("is_const", "value", "all_equal", "is_scalar_like"):
                         const_hint.add(first.id)
     where_literals, var_hints, rank_hints = _where_hints(rule.where.tree if rule.where else None)
+    nonconst = set()
+    if rule.where is not None:
+        for node in ast.walk(rule.where.tree):
+            if (
+                isinstance(node, ast.UnaryOp)
+                and isinstance(node.op, ast.Not)
+                and _call_of(node.operand, "is_const", 1)
+            ):
+                nonconst.add(node.operand.args[0].id)
     inspected |= set(literals)
     const_hint |= set(literals)
     shape = RuleShape(
@@ -130,6 +140,7 @@ def analyse(rule: Rule) -> RuleShape:
         where_literals,
         var_hints=var_hints,
         rank_hints=rank_hints,
+        nonconst_hint=nonconst,
     )
     for p in _all_patterns(match):
         if isinstance(p, Op):
@@ -208,17 +219,42 @@ class Retry(Exception):
 
 
 class Sampler:
-    """One attempt at an instance: assigns variables while walking the match bottom-up."""
+    """One attempt at an instance: assigns variables while walking the match bottom-up.
 
-    def __init__(self, shape: RuleShape, rng: np.random.Generator, opset: int) -> None:
+    Every choice is drawn from the whole domain the ONNX operator allows (within small sizes):
+    any permutation, any axis (negative ones too), strides and dilations 1 or 2, asymmetric
+    pads, every auto_pad, any group dividing the channels, broadcast shapes with size-1
+    dimensions anywhere, reshape targets with 0 and -1, unequal split sizes, slice steps ...
+    """
+
+    def __init__(
+        self,
+        shape: RuleShape,
+        rng: np.random.Generator,
+        opset: int,
+        seen: set[tuple[str, Any]] | None = None,
+    ) -> None:
         self.s = shape
         self.rng = rng
         self.opset = opset
+        #: (variable, value) pairs of the instances found so far (see :meth:`novel`)
+        self.seen = seen if seen is not None else set()
         self.types: dict[str, TensorType] = {}
         self.data: dict[str, np.ndarray] = {}
         self.attrs: dict[str, Any] = {}
         self.nodes: dict[int, Any] = {}
         self.const: set[str] = set()
+        #: inspected constants whose values were drawn freely (redrawn when the where clause
+        #: fails, see :meth:`redraw_values`)
+        self.free_values: set[str] = set()
+        #: the variable a proposal is for
+        self.leaf: str | None = None
+        #: shapes of convolution inputs drawn so far
+        self.conv_inputs: list[tuple[int, ...]] = []
+        #: the least rank a call's output must have for its consumer (a Pad under a Conv)
+        self.min_rank: dict[int, int] = {}
+        #: the least rank of the shape being proposed
+        self.floor = 0
 
     # random helpers
     def pick(self, seq):
@@ -226,14 +262,52 @@ class Sampler:
         return seq[int(self.rng.integers(len(seq)))]
 
     def dim(self) -> int:
-        return self.pick((1, 2, 2, 3, 3))
+        return self.pick(DIMS)
 
     def shape(self, lo: int = 0, hi: int = 4) -> tuple[int, ...]:
         r = self.pick(range(lo, hi + 1))
         return tuple(self.dim() for _ in range(r))
 
+    def free_shape(self, lo: int = 0, hi: int = 4) -> tuple[int, ...]:
+        """A shape for the variable being proposed (:attr:`leaf`) that no operand constrains:
+        of the rank the where clause demands, if any; often the shape of a variable already
+        drawn (where clauses compare shapes: ``same_shape(x, y)``, ``dim(x, 0) == dim(z, 0)``);
+        otherwise any rank in [lo, hi]."""
+        lo = min(max(lo, self.floor), hi)
+        r = self.s.rank_hints.get(self.leaf or "")
+        if r is not None and not lo <= r <= hi:
+            r = None
+        drawn = [
+            tuple(t.shape)
+            for t in self.types.values()
+            if lo <= len(t.shape) <= hi and (r is None or len(t.shape) == r)
+        ]
+        if drawn and self.chance(0.35):
+            return self.pick(drawn)
+        if r is None:
+            return self.shape(lo, hi)
+        return tuple(self.dim() for _ in range(r))
+
+    def free_rank(self, *choices: int) -> int:
+        """One of ``choices``, the rank the where clause demands of :attr:`leaf` if it is one."""
+        r = self.s.rank_hints.get(self.leaf or "")
+        return r if r in choices else self.pick(choices)
+
     def chance(self, p: float) -> bool:
         return bool(self.rng.random() < p)
+
+    def subset(self, n: int, lo: int = 1, hi: int | None = None) -> list[int]:
+        """A sorted random subset of ``range(n)`` with ``lo`` to ``hi`` elements (``lo`` of them
+        half the time)."""
+        hi = n if hi is None else min(hi, n)
+        if n <= 0 or hi < lo:
+            return []
+        k = lo if self.chance(0.5) else self.pick(range(lo, hi + 1))
+        return sorted(int(i) for i in self.rng.choice(n, size=k, replace=False))
+
+    def signed(self, axes: list[int], r: int) -> list[int]:
+        """Some of ``axes`` written as negative axes (counting from the end of rank ``r``)."""
+        return [a - r if self.chance(0.35) else a for a in axes]
 
     def attr(self, pattern: Op, name: str, choose) -> Any:
         """Attribute ``name`` of ``pattern``: a literal, a bound variable, or chosen now."""
@@ -247,12 +321,26 @@ class Sampler:
                 optional = REGISTRY.default_of(pattern.domain, pattern.op, self.opset, name) is None
                 if hinted and self.chance(0.3):
                     self.attrs[a.name] = self.pick(hinted)
-                elif optional and name in _OPTIONAL and self.chance(0.3):
+                elif optional and name in _OPTIONAL and self.chance(0.25):
                     self.attrs[a.name] = None  # the attribute is absent
                 else:
-                    self.attrs[a.name] = choose()
+                    self.attrs[a.name] = self.novel(a.name, choose)
             return self.attrs[a.name]
         return None
+
+    def novel(self, name: str, draw):
+        """``draw()``, drawn again (up to 3 times) while the value is one that instances already
+        found give ``name``: the pool then covers each variable's domain rather than its most
+        likely values."""
+        value = draw()
+        for _ in range(2):
+            if (name, _key(value)) not in self.seen:
+                break
+            value = draw()
+        return value
+
+    def mentions(self, p: Op, name: str) -> bool:
+        return any(key == name for key, _ in p.attrs)
 
     # the walk
     def value(self, p: Pattern) -> Value:
@@ -272,14 +360,27 @@ class Sampler:
             leaf = a.name if isinstance(a, Var) else _transparent_leaf(a)
             if leaf is not None and leaf not in self.types:
                 known = [self.known(b) for b in p.args]
+                self.leaf = leaf
+                self.floor = max(self.min_rank.get(p.call, 0), _MIN_RANK.get(p.op, 0))
                 t, data = self.propose(p, pos, known)
                 t = self.ranked(leaf, t, data, p.op)
                 if isinstance(a, Op) and (data is not None or not t.dtype.is_float):
                     t, data = TensorType(DType.FLOAT, t.shape), None
                 self.assign(leaf, t, data)
             if isinstance(a, Op):
+                if a.call not in self.nodes and (a.op in _RANK_PRESERVING or a.op in _TRANSPARENT):
+                    # Pad(x) under a Conv: x must have the Conv's rank too
+                    self.min_rank[a.call] = max(
+                        self.min_rank.get(a.call, 0), _MIN_RANK.get(p.op, 0)
+                    )
                 self.value(a)
         inputs = [self.value(a) for a in p.args]
+        prepare = getattr(self, f"prepare_{p.op}", None)
+        if prepare is not None:
+            try:
+                prepare(p, inputs)
+            except (IndexError, ValueError, ZeroDivisionError, TypeError) as exc:
+                raise Retry(f"attributes: {exc}") from None
         self.generic_attrs(p, inputs)
         attrs = {}
         for key, a in p.attrs:
@@ -330,12 +431,7 @@ class Sampler:
             return self.types.get(p.name)
         if isinstance(p, Op) and p.call in self.nodes:
             t = self.nodes[p.call].outputs[p.index].type
-            static = (
-                isinstance(t, TensorType)
-                and t.shape is not None
-                and all(isinstance(d, int) for d in t.shape)
-            )
-            return t if static else None
+            return t if _static(t) else None
         return None
 
     def assign(self, name: str, t: TensorType, data: np.ndarray | None = None) -> None:
@@ -345,18 +441,39 @@ class Sampler:
         if data is not None:
             self.data[name] = np.asarray(data, dtype=t.dtype.to_numpy())
             self.const.add(name)
-        elif name in self.s.const_hint and not self.chance(0.1):
+        elif name in self.s.const_hint and not self.chance(
+            0.9 if name in self.s.nonconst_hint else 0.1
+        ):
             self.const.add(name)
             if name in self.s.inspected:
-                hints = self.s.var_hints.get(name)
-                if hints and self.chance(0.85):
-                    self.data[name] = np.full(tuple(t.shape), self.pick(hints))
-                else:
-                    self.data[name] = self.float_values(t)
+                self.free_values.add(name)
+                self.data[name] = self.inspected_values(name, t)
+
+    def inspected_values(self, name: str, t: TensorType) -> np.ndarray:
+        hints = self.s.var_hints.get(name)
+        if hints and self.chance(0.85):
+            return np.full(tuple(t.shape), self.pick(hints))
+        if t.dtype == DType.BOOL:
+            return self.rng.random(tuple(t.shape)) < 0.5
+        return self.float_values(t)
+
+    def redraw_values(self) -> bool:
+        """Draw new values for the freely drawn inspected constants (False when there are none):
+        a where clause that asks for particular constants (an identity matrix, all ones) is
+        retried on the same shapes with other value families before the sample is dropped."""
+        for name in self.free_values:
+            self.data[name] = self.inspected_values(name, self.types[name])
+        return bool(self.free_values)
 
     def float_values(self, t: TensorType) -> np.ndarray:
+        """Values from one of several families: random normal or positive, small integers, a
+        constant (a where-clause literal, 0, 1, -1 ...), an identity over two axes of equal size
+        (broadcast over the others: identity matrices and identity kernels of any size), or a
+        one-hot pattern."""
         shape = tuple(t.shape)
-        kind = self.pick(("normal", "normal", "positive", "hint", "one", "int"))
+        kind = self.pick(
+            ("normal", "normal", "positive", "hint", "one", "int", "eye", "eye", "onehot")
+        )
         hints = [v for v in self.s.where_literals if isinstance(v, (int, float))]
         if kind == "hint" and hints:
             return np.full(shape, float(self.pick(hints)))
@@ -364,6 +481,23 @@ class Sampler:
             return np.full(shape, self.pick((1.0, 0.0, -1.0, 2.0, 0.5)))
         if kind == "int":
             return self.rng.integers(-3, 4, size=shape).astype(float)
+        if kind == "eye" and len(shape) >= 2:
+            pairs = [
+                (i, j)
+                for i in range(len(shape))
+                for j in range(i + 1, len(shape))
+                if shape[i] == shape[j]
+            ]
+            if pairs:
+                i, j = self.pick(pairs)
+                grid = np.indices(shape)
+                return (grid[i] == grid[j]).astype(float)
+        if kind == "onehot" and shape:
+            out = np.zeros(shape)
+            flat = out.reshape(-1)
+            if flat.size:
+                flat[int(self.rng.integers(flat.size))] = 1.0
+            return out
         values = self.rng.standard_normal(shape)
         return np.abs(values) + 0.25 if kind == "positive" else values
 
@@ -392,7 +526,8 @@ class Sampler:
         if role is not None:
             if x is None:
                 raise Retry("int input before its data operand")
-            return self.int_input(role, p, pos, x)
+            name = self.leaf or ""
+            return self.novel(name, lambda: self.int_input(role, p, pos, x))
         method = getattr(self, f"propose_{p.op}", None)
         if method is not None:
             try:
@@ -403,6 +538,25 @@ class Sampler:
                 return t, None
         return self.elementwise(p, pos, known), None
 
+    def broadcast_partner(self, s: tuple[int, ...]) -> tuple[int, ...]:
+        """A shape that broadcasts with ``s``: the same, a scalar, or any rank up to ``len(s)``
+        (sometimes one more) whose dims are ``s``'s or 1 in any position (and, where ``s`` has
+        a 1, any size: broadcasting both ways)."""
+        u = self.rng.random()
+        if u < 0.3 or (not s and u < 0.8):
+            return s
+        if u < 0.38:
+            return ()
+        k = self.pick(range(0, len(s) + 1))
+        out = []
+        for d in s[len(s) - k :]:
+            if d == 1:
+                out.append(1 if self.chance(0.7) else self.dim())
+            else:
+                out.append(d if self.chance(0.55) else 1)
+        lead = (self.pick((1, self.dim())),) if self.chance(0.08) and len(s) < 4 else ()
+        return lead + tuple(out)
+
     def elementwise(self, p: Op, pos: int, known: list) -> TensorType:
         dtype = (
             DType.BOOL
@@ -411,39 +565,36 @@ class Sampler:
         )
         ref = next((k for k in known if k is not None), None)
         if ref is None:
-            return TensorType(dtype, self.shape())
-        s = tuple(ref.shape)
-        choice = self.rng.random()
-        if choice < 0.5 or not s:
-            shape = s
-        elif choice < 0.65:
-            shape = s[self.pick(range(1, len(s) + 1)) :]
-        elif choice < 0.8:
-            shape = tuple(1 if self.chance(0.5) else d for d in s)
-        elif choice < 0.9:
-            shape = ()
-        else:
-            shape = (1,) * self.pick(range(1, len(s) + 1))
-        return TensorType(dtype, shape)
+            return TensorType(dtype, self.free_shape(_MIN_RANK.get(p.op, 0), 4))
+        return TensorType(dtype, self.broadcast_partner(tuple(ref.shape)))
 
     def propose_MatMul(self, p, pos, known):
         a, b = known[0], known[1]
         if pos == 0 and b is None:
-            return TensorType(DType.FLOAT, self.shape(1, 4))
+            return TensorType(DType.FLOAT, self.free_shape(1, 4))
         if pos == 1 and a is not None:
             sa = tuple(a.shape)
             k = sa[-1]
-            r = self.pick((1, 2, 2, len(sa)))
+            r = self.free_rank(1, 2, 2, 3, 4, len(sa))
             if r == 1:
                 return TensorType(DType.FLOAT, (k,))
-            batch = tuple(self.pick((1, d)) for d in sa[:-2])[len(sa) - r :] if r > 2 else ()
-            batch = batch + (self.dim(),) * max(0, r - 2 - len(batch))
-            return TensorType(DType.FLOAT, batch + (k, self.dim()))
+            batch_a = sa[:-2]
+            batch = []
+            for i in range(r - 2):  # aligned from the right with a's batch dims
+                j = len(batch_a) - (r - 2) + i
+                if j >= 0:
+                    d = batch_a[j]
+                    batch.append(self.pick((d, d, 1)) if d != 1 else self.pick((1, 1, self.dim())))
+                else:
+                    batch.append(self.dim())
+            return TensorType(DType.FLOAT, tuple(batch) + (k, self.dim()))
         if pos == 0 and b is not None:
             sb = tuple(b.shape)
             k = sb[-2] if len(sb) >= 2 else sb[0]
-            lead = tuple(self.dim() for _ in range(self.pick((0, 1, 1, 2))))
-            return TensorType(DType.FLOAT, lead + (k,) if not lead else lead + (k,))
+            lead = tuple(self.dim() for _ in range(self.free_rank(1, 2, 2, 3) - 1))
+            if len(sb) > 2 and self.chance(0.6):
+                lead = tuple(self.pick((d, 1)) for d in sb[:-2]) + (self.dim(),)
+            return TensorType(DType.FLOAT, lead + (k,))
         return None
 
     def propose_Gemm(self, p, pos, known):
@@ -463,49 +614,117 @@ class Sampler:
         if pos == 2 and a is not None and b is not None:
             m = a.shape[1] if ta else a.shape[0]
             n = b.shape[0] if tb else b.shape[1]
-            return TensorType(DType.FLOAT, self.pick(((n,), (m, n), (1, n), (m, 1), ())))
+            return TensorType(
+                DType.FLOAT, self.pick(((n,), (m, n), (1, n), (m, 1), (), (1,), (1, 1)))
+            )
         return None
 
+    # Conv: the weight proposal chooses the attributes, knowing the input's shape.
+    def conv_attrs(self, p: Op, x: tuple[int, ...], kernel: list[int] | None) -> list[int]:
+        """Strides, dilations, auto_pad and pads (each axis drawn on its own, pads asymmetric)
+        for a convolution over ``x``; returns a kernel that fits (``kernel`` when given)."""
+        n_sp = len(x) - 2
+        if n_sp < 1:
+            raise Retry("convolution input of rank < 3")
+        self.attr(p, "strides", lambda: [self.pick((1, 1, 2)) for _ in range(n_sp)])
+        dil = self.attr(p, "dilations", lambda: [self.pick((1, 1, 2)) for _ in range(n_sp)])
+        auto = self.attr(
+            p,
+            "auto_pad",
+            lambda: self.pick(("NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")),
+        )
+        explicit = auto in (None, "NOTSET", b"NOTSET")
+        pads = self.attr(
+            p,
+            "pads",
+            lambda: [self.pick((0, 0, 1, 2)) for _ in range(2 * n_sp)] if explicit else None,
+        )
+        if not explicit:
+            pads = None
+        pads = list(pads) if pads else [0] * (2 * n_sp)
+        d = list(dil) if dil else [1] * n_sp
+        if len(d) != n_sp or len(pads) != 2 * n_sp:
+            raise Retry("attribute lengths do not fit the rank")
+        out = []
+        for i, size in enumerate(x[2:]):
+            room = size + pads[i] + pads[i + n_sp] if explicit else size
+            if kernel is not None:
+                k = kernel[i]
+                same = not explicit and auto not in ("VALID", b"VALID")
+                if not same and (k - 1) * d[i] + 1 > room:
+                    raise Retry("kernel larger than the padded input")
+                out.append(k)
+                continue
+            same = not explicit and auto not in ("VALID", b"VALID")  # SAME_*: any kernel
+            fits = [k for k in (1, 2, 3) if same or (k - 1) * d[i] + 1 <= room]
+            if not fits:
+                raise Retry("no kernel fits")
+            out.append(self.pick(fits))
+        return out
+
     def propose_Conv(self, p, pos, known):
-        group = self.attr(p, "group", lambda: self.pick((1, 1, 2))) or 1
         x, w = known[0], known[1]
         if pos == 0:
             if w is not None:
+                group = self.attr(p, "group", lambda: 1) or 1
                 n_sp = len(w.shape) - 2
                 c = w.shape[1] * group
-                sp = tuple(max(k, self.pick((2, 3, 4))) for k in w.shape[2:])
+                dil = self.attrs.get(_attr_var(p, "dilations") or "", None) or [1] * n_sp
+                sp = tuple(
+                    max((k - 1) * dil[i % len(dil)] + 1, self.pick((1, 2, 3, 4, 5)))
+                    for i, k in enumerate(w.shape[2:])
+                )
             else:
-                n_sp = self.pick((1, 2, 2))
-                c = group * self.pick((1, 2))
-                sp = tuple(self.pick((2, 3, 4)) for _ in range(n_sp))
-            return TensorType(DType.FLOAT, (self.pick((1, 2)), c) + sp)
+                group = self.attr(p, "group", lambda: self.pick((1, 1, 1, 2, 3))) or 1
+                n_sp = self.bound_spatial_rank(p) or self.pick((1, 2, 2, 2, 3))
+                c = group * self.pick((1, 1, 2, 3, 4) if group == 1 else (1, 2))
+                others = [s for s in self.conv_inputs if len(s) == n_sp + 2]
+                if others and self.chance(0.6):  # convs of one rule often share shapes
+                    other = self.pick(others)
+                    return TensorType(DType.FLOAT, (other[0], self.pick((c, other[1]))) + other[2:])
+                sizes = (1, 2, 3, 4, 5) if n_sp < 3 else (1, 2, 3)
+                sp = tuple(self.pick(sizes) for _ in range(n_sp))
+            return TensorType(DType.FLOAT, (self.pick((1, 1, 2)), c) + sp)
         if pos == 1 and x is not None:
-            n_sp = len(x.shape) - 2
-            if x.shape[1] % group:
+            xs = tuple(x.shape)
+            if len(xs) < 3:
+                raise Retry("convolution input of rank < 3")
+            self.conv_inputs.append(xs)
+            c = xs[1]
+            group = self.attr(p, "group", lambda: self.pick(_divisors(c))) or 1
+            if c % group:
                 raise Retry("channels not divisible by group")
-            self.attr(p, "strides", lambda: [self.pick((1, 1, 2))] * n_sp)
-            self.attr(p, "dilations", lambda: [1] * n_sp)
-            auto = self.attr(
-                p,
-                "auto_pad",
-                lambda: self.pick(("NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "VALID")),
-            )
-            explicit = auto in (None, "NOTSET", b"NOTSET")
-            pads = self.attr(
-                p, "pads", lambda: [self.pick((0, 0, 1))] * (2 * n_sp) if explicit else None
-            )
-            pads = pads or [0] * (2 * n_sp)
-            kernel = [
-                self.pick([k for k in (1, 2, 3) if k <= size + pads[i] + pads[i + n_sp]])
-                for i, size in enumerate(x.shape[2:])
-            ]
+            kernel = self.conv_attrs(p, xs, None)
             given = self.attr(p, "kernel_shape", lambda: list(kernel))
             kernel = list(given) if given else kernel
-            m = group * self.pick((1, 2))
-            return TensorType(DType.FLOAT, (m, x.shape[1] // group) + tuple(kernel))
+            if len(kernel) != len(xs) - 2:
+                raise Retry("kernel_shape of the wrong length")
+            m = self.pick(sorted({group, 2 * group, c if c % group == 0 else group}))
+            return TensorType(DType.FLOAT, (m, c // group) + tuple(kernel))
         if pos == 2 and w is not None:
             return TensorType(DType.FLOAT, (w.shape[0],))
         return None
+
+    def bound_spatial_rank(self, p: Op) -> int | None:
+        """The number of spatial axes that attributes already chosen imply (shared attribute
+        variables of several convolutions), or None."""
+        for name, per_axis in (("strides", 1), ("dilations", 1), ("kernel_shape", 1), ("pads", 2)):
+            v = self.attrs.get(_attr_var(p, name) or "")
+            if isinstance(v, (list, tuple)) and v:
+                return len(v) // per_axis
+        return None
+
+    def prepare_Conv(self, p, inputs):
+        """Attributes no proposal chose (the weight was not a fresh variable)."""
+        x, w = _shape_of(inputs[0]), _shape_of(inputs[1]) if len(inputs) > 1 else None
+        if x is None or w is None or len(x) < 3:
+            return
+        if len(w) == len(x) and w[1] and x[1] % w[1] == 0:
+            self.attr(p, "group", lambda: x[1] // w[1])
+        names = ("strides", "dilations", "auto_pad", "pads")
+        if any(_attr_var(p, n) and _attr_var(p, n) not in self.attrs for n in names):
+            self.conv_attrs(p, x, list(w[2:]))
+        self.attr(p, "kernel_shape", lambda: list(w[2:]))
 
     def _pool(self, p, pos, known):
         if pos != 0:
@@ -513,13 +732,52 @@ class Sampler:
         n_sp = self.pick((1, 2, 2))
         return TensorType(
             DType.FLOAT,
-            (self.pick((1, 2)), self.dim()) + tuple(self.pick((2, 3, 4)) for _ in range(n_sp)),
+            (self.pick((1, 2)), self.dim()) + tuple(self.pick(range(1, 6)) for _ in range(n_sp)),
         )
 
-    propose_MaxPool = propose_AveragePool = _pool
+    propose_MaxPool = propose_AveragePool = propose_LpPool = _pool
+
+    def _prepare_pool(self, p, inputs):
+        """Kernel, strides, dilations (MaxPool), pads smaller than the kernel, auto_pad,
+        ceil_mode, chosen per axis for the input's spatial shape."""
+        x = _shape_of(inputs[0])
+        if x is None or len(x) < 3:
+            return
+        n_sp = len(x) - 2
+        auto = self.attr(
+            p,
+            "auto_pad",
+            lambda: self.pick(("NOTSET", "NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID")),
+        )
+        explicit = auto in (None, "NOTSET", b"NOTSET")
+        dil = self.attr(p, "dilations", lambda: [self.pick((1, 1, 2)) for _ in range(n_sp)])
+        d = list(dil) if dil else [1] * n_sp
+        kernel = self.attr(
+            p,
+            "kernel_shape",
+            lambda: [
+                self.pick([k for k in (1, 2, 3) if (k - 1) * d[i] + 1 <= x[2 + i]] or [1])
+                for i in range(n_sp)
+            ],
+        )
+        kernel = list(kernel) if kernel else [1] * n_sp
+        self.attr(p, "strides", lambda: [self.pick((1, 1, 2)) for _ in range(n_sp)])
+        self.attr(
+            p,
+            "pads",
+            lambda: (
+                [self.pick(range(min(kernel[i % n_sp], 3))) for i in range(2 * n_sp)]
+                if explicit
+                else None
+            ),
+        )
+        self.attr(p, "ceil_mode", lambda: self.pick((0, 0, 1)))
+        self.attr(p, "count_include_pad", lambda: self.pick((0, 1)))
+
+    prepare_MaxPool = prepare_AveragePool = prepare_LpPool = _prepare_pool
 
     def propose_GlobalAveragePool(self, p, pos, known):
-        return TensorType(DType.FLOAT, (self.pick((1, 2)), self.dim()) + self.shape(1, 2))
+        return TensorType(DType.FLOAT, (self.pick((1, 2)), self.dim()) + self.shape(1, 3))
 
     propose_GlobalMaxPool = propose_GlobalAveragePool
 
@@ -534,7 +792,7 @@ class Sampler:
     def propose_LayerNormalization(self, p, pos, known):
         x = known[0]
         if pos == 0:
-            return TensorType(DType.FLOAT, self.shape(1, 4))
+            return TensorType(DType.FLOAT, self.free_shape(1, 4))
         if x is None:
             return None
         r = len(x.shape)
@@ -545,7 +803,7 @@ class Sampler:
     def propose_Concat(self, p, pos, known):
         first = next((k for k in known if k is not None), None)
         if first is None:
-            return TensorType(DType.FLOAT, self.shape(1, 4))
+            return TensorType(DType.FLOAT, self.free_shape(1, 4))
         r = len(first.shape)
         if r == 0:
             raise Retry("Concat of a scalar")
@@ -558,82 +816,146 @@ class Sampler:
         if pos != 0:
             return None
         n = self.s.arity[p.call]
-        shape = list(self.shape(1, 4))
+        shape = list(self.free_shape(1, 4))
         r = len(shape)
         axis = self.attr(p, "axis", lambda: self.pick(range(-r, r)))
         axis = 0 if axis is None else axis % r
         shape[axis] = n + self.pick((0, 1, 2)) if n > 1 else shape[axis]
         return TensorType(DType.FLOAT, tuple(shape))
 
+    def prepare_Split(self, p, inputs):
+        """The ``split`` attribute (opsets before 13): unequal sizes summing to the axis."""
+        x = _shape_of(inputs[0])
+        if x is None or not x or not self.mentions(p, "split"):
+            return
+        axis = (self.attr(p, "axis", lambda: self.pick(range(-len(x), len(x)))) or 0) % len(x)
+        self.attr(p, "split", lambda: self.sizes(x[axis], self.s.arity[p.call]))
+
+    def sizes(self, total: int, n: int) -> list[int]:
+        """``n`` positive sizes summing to ``total`` (unequal where possible)."""
+        if total < n:
+            raise Retry("split axis too short")
+        if n <= 1:
+            return [total] * n
+        cuts = sorted(self.rng.choice(range(1, total), size=n - 1, replace=False).tolist())
+        return [b - a for a, b in zip([0] + cuts, cuts + [total], strict=False)]
+
     def propose_Squeeze(self, p, pos, known):
         if pos != 0:
             return None
-        shape = [self.pick((1, 1, 2, 3)) for _ in range(self.pick((1, 2, 3, 4)))]
+        shape = [self.pick((1, 1, 2, 3, 4)) for _ in range(self.pick((1, 2, 3, 4)))]
         if 1 not in shape:
             shape[self.pick(range(len(shape)))] = 1
         return TensorType(DType.FLOAT, tuple(shape))
+
+    def prepare_Squeeze(self, p, inputs):
+        """The ``axes`` attribute (opsets before 13): size-1 axes, some negative."""
+        x = _shape_of(inputs[0])
+        if x is None or not self.mentions(p, "axes"):
+            return
+        ones = [i for i, d in enumerate(x) if d == 1]
+        if ones:
+            chosen = [ones[i] for i in self.subset(len(ones), 1, 2)]
+            self.attr(p, "axes", lambda: self.signed(chosen, len(x)))
+
+    def prepare_Unsqueeze(self, p, inputs):
+        """The ``axes`` attribute (opsets before 13): one or two new axes, some negative."""
+        x = _shape_of(inputs[0])
+        if x is None or not self.mentions(p, "axes"):
+            return
+        k = self.pick((1, 1, 2))
+        self.attr(p, "axes", lambda: self.signed(self.subset(len(x) + k, k, k), len(x) + k))
+
+    def _prepare_reduce(self, p, inputs):
+        """The ``axes`` attribute (before opset 18): any non-empty set, some negative."""
+        x = _shape_of(inputs[0])
+        if x is None or not x or not self.mentions(p, "axes"):
+            return
+        self.attr(p, "axes", lambda: self.signed(self.subset(len(x)), len(x)))
+
+    prepare_ReduceSum = prepare_ReduceMean = prepare_ReduceMax = prepare_ReduceMin = _prepare_reduce
+    prepare_ReduceProd = prepare_ReduceSumSquare = prepare_ReduceL2 = prepare_ReduceL1 = (
+        _prepare_reduce
+    )
+    prepare_ReduceLogSumExp = _prepare_reduce
 
     def propose_Clip(self, p, pos, known):
         return TensorType(DType.FLOAT, ()) if pos > 0 else None
 
     def propose_Cast(self, p, pos, known):
-        return TensorType(
-            self.pick((DType.FLOAT, DType.FLOAT, DType.DOUBLE, DType.INT32)), self.shape()
-        )
+        return TensorType(self.pick(_CAST_TYPES), self.free_shape())
+
+    def propose_CastLike(self, p, pos, known):
+        """Any pair of element types, often equal; the target's shape is free."""
+        x = known[0]
+        if pos == 1 and x is not None and self.chance(0.4):
+            return TensorType(x.dtype, self.free_shape())
+        return TensorType(self.pick(_CAST_TYPES), self.free_shape())
 
     def int_input(self, role: str, p: Op, pos: int, x: TensorType) -> tuple[TensorType, np.ndarray]:
         s = tuple(x.shape)
         r = len(s)
         if role == "reshape":
-            if s and self.chance(0.3):
+            u = self.rng.random()
+            if s and u < 0.25:
                 values = [int(d) for d in self.rng.permutation(np.array(s, dtype=np.int64))]
+            elif s and u < 0.55:  # keeps leading dims (where 0 copies them), regroups the rest
+                j = self.pick(range(1, len(s) + 1))
+                rest = int(np.prod(s[j:]))
+                parts = self.pick((1, 2)) if rest > 1 else self.pick((0, 1))
+                values = [int(d) for d in s[:j]] + _factorization(rest, parts, self.rng)
             else:
                 values = _factorization(int(np.prod(s)), self.pick((1, 2, 3, 4)), self.rng)
-            if values and self.chance(0.3):
+            if values and self.chance(0.35):
                 values[self.pick(range(len(values)))] = -1
             for i in range(min(r, len(values))):
-                if values[i] == s[i] and self.chance(0.2):
-                    values[i] = 0
+                if values[i] == s[i] and self.chance(0.5):
+                    values[i] = 0  # copies the input's dimension i
         elif role == "expand":
-            grown = [self.pick((d, 2, 3)) if d == 1 else d for d in s]
-            values = [self.dim() for _ in range(self.pick((0, 0, 1)))] + grown
+            grown = []
+            for d in s:
+                if d == 1:
+                    grown.append(self.pick((1, 2, 3)))
+                else:
+                    grown.append(d if self.chance(0.75) else 1)  # 1: x's dim is kept
+            if grown and self.chance(0.15):
+                grown = grown[self.pick(range(1, len(grown) + 1)) :]  # a shorter target
+            extra = min(self.pick((0, 0, 0, 1, 2)), max(0, 4 - len(grown)))
+            values = [self.dim() for _ in range(extra)] + grown
         elif role == "tile":
-            values = [self.pick((1, 2)) for _ in s]
+            values = [self.pick((1, 1, 2, 3)) for _ in s]
         elif role == "squeeze":
             ones = [i for i, d in enumerate(s) if d == 1]
             if not ones:
                 raise Retry("nothing to squeeze")
-            chosen = sorted(set(self.pick(ones) for _ in range(self.pick((1, 2)))))
-            values = [i - r if self.chance(0.3) else i for i in chosen]
+            values = self.signed([ones[i] for i in self.subset(len(ones), 1, 2)], r)
         elif role == "unsqueeze":
             k = self.pick((1, 1, 2))
-            values = sorted(self.rng.choice(r + k, size=k, replace=False).tolist())
+            values = self.signed(self.subset(r + k, k, k), r + k)
         elif role == "axes":
             if r == 0:
                 raise Retry("reduction of a scalar")
-            k = self.pick(range(1, r + 1))
-            values = sorted(self.rng.choice(r, size=k, replace=False).tolist())
+            values = self.signed(self.subset(r), r)
         elif role == "split":
-            axis = (self.attr(p, "axis", lambda: 0) or 0) % max(r, 1)
-            n = self.s.arity[p.call]
-            total = s[axis] if r else 0
-            if total < n:
-                raise Retry("split axis too short")
-            cuts = (
-                sorted(self.rng.choice(range(1, total), size=n - 1, replace=False).tolist())
-                if n > 1
-                else []
-            )
-            values = [b - a for a, b in zip([0] + cuts, cuts + [total], strict=False)]
+            if not r:
+                raise Retry("split of a scalar")
+            axis = (self.attr(p, "axis", lambda: self.pick(range(-r, r))) or 0) % r
+            values = self.sizes(s[axis], self.s.arity[p.call])
         elif role == "indices":
-            axis = (self.attr(p, "axis", lambda: 0) or 0) % max(r, 1)
-            shape = self.shape(0, 2)
-            data = self.rng.integers(-s[axis], s[axis], size=shape) if r else None
-            if data is None:
+            if not r:
                 raise Retry("gather from a scalar")
+            axis = (self.attr(p, "axis", lambda: self.pick(range(-r, r))) or 0) % r
+            shape = self.shape(0, 2)
+            data = self.rng.integers(-s[axis], s[axis], size=shape)
             return TensorType(DType.INT64, shape), data
         elif role == "pads":
-            values = [self.pick((0, 1)) for _ in range(2 * r)]
+            values = [self.pick((0, 0, 1, 2)) for _ in range(2 * r)]
+            for i in range(2 * r):  # sometimes a crop (negative pad) that leaves something
+                if s[i % r] > 1 and self.chance(0.08):
+                    values[i] = -1
+            for a in range(r):
+                if s[a] + values[a] + values[a + r] < 1:
+                    values[a] = values[a + r] = 0
         elif role == "slice":
             values = self.slice_part(p, pos, s)
         else:  # pragma: no cover - table and branches agree
@@ -641,18 +963,40 @@ class Sampler:
         return TensorType(DType.INT64, (len(values),)), np.array(values, np.int64)
 
     def slice_part(self, p: Op, pos: int, s: tuple[int, ...]) -> list[int]:
+        """Starts, ends, axes, steps of one Slice: any axes (some negative), steps 1, 2, -1,
+        -2 where the pattern passes steps, negative and out-of-range starts and ends."""
         if not s:
             raise Retry("slice of a scalar")
         cache = self.__dict__.setdefault("_slices", {})
         if p.call not in cache:
-            count = 1 if self.chance(0.6) else self.pick(range(1, len(s) + 1))
-            axes = sorted(self.rng.choice(len(s), size=count, replace=False).tolist())
-            starts, ends = [], []
+            r = len(s)
+            with_axes, with_steps = len(p.args) > 3, len(p.args) > 4
+            count = 1 if self.chance(0.6) else self.pick(range(1, r + 1))
+            axes = self.subset(r, count, count) if with_axes else list(range(count))
+            starts, ends, steps = [], [], []
             for a in axes:
-                lo = self.pick(range(s[a]))
-                starts.append(lo)
-                ends.append(self.pick(range(lo + 1, s[a] + 1)))
-            cache[p.call] = (starts, ends, axes, [1] * len(axes))
+                n = s[a]
+                step = self.pick((1, 1, 1, 2, -1, -2)) if with_steps else 1
+                if step > 0:
+                    lo = self.pick(range(n))
+                    hi = self.pick(range(lo + 1, n + 1))
+                    start = lo - n if self.chance(0.3) else lo
+                    end = self.pick((n, n + 3, _INT_MAX)) if hi == n and self.chance(0.5) else hi
+                    end = end - n if end < n and self.chance(0.3) else end
+                else:
+                    hi = self.pick(range(n))
+                    lo = self.pick(range(-1, hi))
+                    start = (
+                        self.pick((hi, hi - n))
+                        if not (hi == n - 1 and self.chance(0.3))
+                        else (_INT_MAX)
+                    )
+                    end = self.pick((-n - 1, _INT_MIN)) if lo == -1 else self.pick((lo, lo - n))
+                starts.append(start)
+                ends.append(end)
+                steps.append(step)
+            axes = self.signed(axes, r) if with_axes else axes
+            cache[p.call] = (starts, ends, axes, steps)
         return list(cache[p.call][pos - 1])
 
     def generic_attrs(self, p: Op, inputs: list[Value]) -> None:
@@ -670,22 +1014,23 @@ class Sampler:
 
     def attr_domain(self, op: str, key: str, rank: int | None) -> Any:
         r = rank or 0
+        n_sp = max(r - 2, 1)
         if key == "perm":
             others = [
                 list(v)
                 for v in self.attrs.values()
                 if isinstance(v, (list, tuple)) and len(v) == r and sorted(v) == list(range(r))
             ]
-            if others and self.chance(0.5):
+            if others and self.chance(0.4):
                 other = self.pick(others)
                 return [int(i) for i in np.argsort(other)] if self.chance(0.7) else other
-            perm = list(self.rng.permutation(r)) if self.chance(0.7) else list(reversed(range(r)))
+            perm = list(self.rng.permutation(r)) if self.chance(0.8) else list(reversed(range(r)))
             return [int(i) for i in perm]
         if key == "axis":
             hi = r + 1 if op == "Flatten" else r
             return self.pick(range(-r, hi)) if r or op == "Flatten" else 0
         if key == "axes":
-            return sorted(self.rng.choice(max(r, 1), size=1, replace=False).tolist())
+            return self.signed(self.subset(max(r, 1)), max(r, 1))
         if key in (
             "transA",
             "transB",
@@ -696,21 +1041,19 @@ class Sampler:
         ):
             return self.pick((0, 1))
         if key in ("alpha", "beta"):
-            return self.pick((0.5, 1.0, 2.0, -1.5))
+            return self.pick((0.5, 1.0, 2.0, -1.5, 0.0, 0.2))
         if key == "epsilon":
-            return self.pick((1e-5, 1e-3, 1e-6))
+            return self.pick((1e-5, 1e-3, 1e-6, 1e-12, 0.1))
         if key == "group":
             return self.pick((1, 2))
         if key == "to":
-            return int(
-                self.pick((DType.FLOAT, DType.DOUBLE, DType.FLOAT16, DType.INT32, DType.INT64))
-            )
+            return int(self.pick(_CAST_TYPES))
         if key == "approximate":
             return self.pick(("none", "tanh"))
         if key == "auto_pad":
             return self.pick(("NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"))
         if key == "momentum":
-            return 0.9
+            return self.pick((0.9, 0.99))
         if key in ("min", "max"):
             return self.pick((-1.0, 0.0, 0.5, 1.0, 6.0))
         if key == "ratio":
@@ -722,12 +1065,102 @@ class Sampler:
         if key == "value":
             return self.pick((0.0, 1.5))
         if key in ("strides", "dilations"):
-            return [self.pick((1, 2))] * max(r - 2, 1)
+            return [self.pick((1, 1, 2)) for _ in range(n_sp)]
         if key == "pads":
-            return [self.pick((0, 1))] * (2 * max(r - 2, 1))
+            return [self.pick((0, 0, 1)) for _ in range(2 * n_sp)]
         if key == "kernel_shape":
-            return [self.pick((1, 2))] * max(r - 2, 1)
+            return [self.pick((1, 2)) for _ in range(n_sp)]
         return self.pick((0, 1, 2, -1))
+
+
+#: Dimension sizes of free axes (1 exercises broadcasting and degenerate cases).
+DIMS = (1, 2, 2, 3, 3, 4)
+#: Element types drawn for Cast and CastLike operands and ``to`` attributes.
+_CAST_TYPES = (
+    DType.FLOAT,
+    DType.FLOAT,
+    DType.DOUBLE,
+    DType.FLOAT16,
+    DType.INT32,
+    DType.INT64,
+    DType.INT8,
+    DType.UINT8,
+    DType.BOOL,
+)
+#: Ranks below which an op's data input is not valid (free shapes start there).
+_MIN_RANK = {
+    "Slice": 1,
+    "Gather": 1,
+    "Pad": 1,
+    "Flatten": 1,
+    "Softmax": 1,
+    "LogSoftmax": 1,
+    "Concat": 1,
+    "Split": 1,
+    "Squeeze": 1,
+    "Tile": 1,
+    "Transpose": 1,
+    "MatMul": 1,
+    "LayerNormalization": 1,
+    "Gemm": 2,
+    "BatchNormalization": 2,
+    "InstanceNormalization": 3,
+    "Conv": 3,
+    "MaxPool": 3,
+    "AveragePool": 3,
+    "LpPool": 3,
+    "GlobalAveragePool": 3,
+    "GlobalMaxPool": 3,
+    **{f"Reduce{k}": 1 for k in ("Sum", "Mean", "Max", "Min", "Prod", "SumSquare", "L2", "L1")},
+}
+#: Ops whose output has their first input's rank.
+_RANK_PRESERVING = frozenset({"Pad", "Transpose", "Slice", "Tile", "Concat", "Split"})
+_INT_MAX = 2**63 - 1
+_INT_MIN = -(2**63)
+
+
+def _key(value: Any) -> Any:
+    """A hashable form of an attribute value or an (int type, int array) proposal."""
+    if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], np.ndarray):
+        return (tuple(value[0].shape), tuple(value[1].reshape(-1).tolist()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_key(v) for v in value)
+    if isinstance(value, np.ndarray):
+        return tuple(value.reshape(-1).tolist())
+    return value
+
+
+def seen_values(attrs: dict[str, Any], data: dict[str, np.ndarray]) -> set[tuple[str, Any]]:
+    """The (variable, value) pairs of one instance, for :meth:`Sampler.novel`."""
+    out = {(k, _key(v)) for k, v in attrs.items()}
+    for k, v in data.items():
+        if np.asarray(v).dtype.kind in "iu":
+            out.add((k, (tuple(np.shape(v)), tuple(np.asarray(v).reshape(-1).tolist()))))
+    return out
+
+
+def _static(t: Any) -> bool:
+    return (
+        isinstance(t, TensorType)
+        and t.shape is not None
+        and all(isinstance(d, int) for d in t.shape)
+    )
+
+
+def _shape_of(v: Value | None) -> tuple[int, ...] | None:
+    return tuple(v.type.shape) if v is not None and _static(v.type) else None
+
+
+def _attr_var(p: Op, name: str) -> str | None:
+    """The variable bound to attribute ``name`` of ``p`` (None for literals or absent)."""
+    for key, a in p.attrs:
+        if key == name and isinstance(a, AttrVar):
+            return a.name
+    return None
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0] or [1]
 
 
 #: Ops whose output has (at least) the shape of their first input.

@@ -1,4 +1,5 @@
-"""Verifying one rule: instances, bounded proofs, all-shape proof, numeric check, verdict."""
+"""Verifying one rule: instances, numeric check (many), bounded proofs (a few), all-shape
+proof, verdict."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import numpy as np
 
 from optimizer.rewrite.rule import Rule
 from optimizer.verify.bounded import prove_instance
-from optimizer.verify.instances import Instance, find_instances
+from optimizer.verify.instances import Instance, sample_instances
 from optimizer.verify.numeric import NumericResult, check_instance, run_on
 
 #: Bump when a change to the verifier may change verdicts: cached results of other versions are
 #: ignored.
-VERIFIER_VERSION = "1"
+VERIFIER_VERSION = "2"
+#: Seconds the numeric tier may spend on one rule (the proof instances are checked anyway).
+NUMERIC_BUDGET_S = 3.0
 
 #: Statuses: only ``proved`` ships.
 PROVED, REFUTED, UNSAFE, UNKNOWN, NO_INSTANCE, ERROR = (
@@ -43,6 +46,8 @@ class RuleResult:
     instances: list[str] = field(default_factory=list)
     counterexample: str = ""
     numeric: str = "skipped"
+    #: instances the numeric check ran (the bounded proofs run on ``instances``)
+    numeric_instances: int = 0
     version: str = VERIFIER_VERSION
 
     @property
@@ -67,9 +72,11 @@ def verify_rule(
     instances: list[Instance] | None = None,
     axioms: Sequence[Rule] | None = None,
 ) -> RuleResult:
-    """Prove ``rule`` on a few instances (and for all shapes where the axioms allow), then check it
-    numerically. A refuted rule's result carries a printed counterexample. ``axioms``: the
-    proved axioms the all-shape layer may use (default: the shipped ``rules/axioms.rules``)."""
+    """Check ``rule`` numerically on many sampled instances, then prove it on a few of the most
+    general ones (and for all shapes where the axioms allow). A refuted rule's result carries a
+    printed counterexample. ``instances``: check and prove exactly these (no sampling).
+    ``axioms``: the proved axioms the all-shape layer may use (default: the shipped
+    ``rules/axioms.rules``)."""
     start = time.monotonic()
     result = RuleResult(rule.name, rule.family, rule.digest, ERROR)
     try:
@@ -83,27 +90,64 @@ def verify_rule(
 
 def _verify(rule, result, seed, timeout_ms, numeric, all_shapes, given, axioms=None) -> None:
     if given is None:
-        found, notes = find_instances(rule, seed=seed)
+        samples = sample_instances(rule, seed=seed)
+        pool, found, notes = samples.pool, samples.proofs, samples.notes
     else:
-        found, notes = given, []
+        pool, found, notes = list(given), list(given), []
+        for inst in given:
+            mismatch = [
+                f"{n}: {a.type} vs {b.type}"
+                for n, a, b in zip(rule.outputs, inst.lhs, inst.rhs, strict=False)
+                if a.type != b.type
+            ]
+            if mismatch:
+                result.status = REFUTED
+                result.message = "the two sides have different types: " + "; ".join(mismatch)
+                result.counterexample = f"instance {inst.describe()}"
+                return
     result.instances = [inst.describe() for inst in found]
-    if not found:
+    if not pool:
         result.status = NO_INSTANCE
         result.message = "no instance satisfies the where clause" + (
             f" ({'; '.join(notes)})" if notes else ""
         )
         return
-    for inst in found:
-        mismatch = [
-            f"{n}: {a.type} vs {b.type}"
-            for n, a, b in zip(rule.outputs, inst.lhs, inst.rhs, strict=False)
-            if a.type != b.type
-        ]
-        if mismatch:
-            result.status = REFUTED
-            result.message = "the two sides have different types: " + "; ".join(mismatch)
-            result.counterexample = f"instance {inst.describe()}"
-            return
+    # Tier 1, cheap: every sampled instance on onnxruntime (the float64 semantics where it
+    # cannot run), smallest first, so that a refusal shows the most compact counterexample.
+    checked = {"onnxruntime": 0, "float64": 0}
+    unavailable: list[str] = []
+    if numeric:
+        deadline = time.monotonic() + NUMERIC_BUDGET_S
+        proof_ids = {id(inst) for inst in found}
+        for k, inst in enumerate(pool):
+            proof = id(inst) in proof_ids
+            if time.monotonic() > deadline and not proof:
+                continue
+            check = check_instance(rule, inst, seed=seed + k, samples=2 if proof else 1)
+            if check.unavailable:
+                unavailable.append(check.reason)
+                continue
+            checked[check.engine] += 1
+            if not check.ok:
+                result.status, result.numeric = REFUTED, "failed"
+                result.message = (
+                    f"numeric check failed on instance {k + 1} of {len(pool)} "
+                    f"({check.engine}): {check.reason}"
+                )
+                if inst.reshaped:
+                    result.message += (
+                        "; the rewrite changes the output shape (the rewriter's static type "
+                        "guard cannot see this where dimensions are symbolic)"
+                    )
+                result.counterexample = format_counterexample(rule, inst, check)
+                return
+    # Tier 2, expensive: bounded proofs, for all input values, on the few proof instances.
+    if not found:
+        result.status = NO_INSTANCE
+        result.message = (
+            f"{len(pool)} instance(s) sampled, none small enough or shape-preserving for a proof"
+        )
+        return
     queries = 0
     invalid = []
     # Smallest first: a refuted rule then shows the most compact counterexample.
@@ -146,7 +190,14 @@ def _verify(rule, result, seed, timeout_ms, numeric, all_shapes, given, axioms=N
         result.message = "no valid instance (the sampled shapes do not evaluate)"
         return
     result.method = "bounded"
-    result.message = f"{len(found)} instance(s), {queries} z3 quer{'y' if queries == 1 else 'ies'}"
+    ran = checked["onnxruntime"] + checked["float64"]
+    result.numeric_instances = ran
+    result.message = (
+        f"{len(found)} proof instance(s), {queries} z3 quer{'y' if queries == 1 else 'ies'}; "
+        f"numeric: {ran} of {len(pool)} instance(s)"
+        + (f" ({checked['float64']} on float64)" if checked["float64"] else "")
+        + (f", {len(unavailable)} unavailable" if unavailable else "")
+    )
     if all_shapes:
         from optimizer.verify.allshapes import prove_all_shapes
 
@@ -155,17 +206,7 @@ def _verify(rule, result, seed, timeout_ms, numeric, all_shapes, given, axioms=N
             result.method = "all-shapes"
             result.message += f"; all shapes: {why}"
     if numeric:
-        unavailable = []
-        for k, inst in enumerate(found):
-            check = check_instance(rule, inst, seed=seed + k)
-            if check.unavailable:
-                unavailable.append(check.reason)
-            elif not check.ok:
-                result.status, result.numeric = REFUTED, "failed"
-                result.message = f"numeric check failed: {check.reason}"
-                result.counterexample = format_counterexample(rule, inst, check)
-                return
-        result.numeric = "ok" if len(unavailable) < len(found) else f"unavailable: {unavailable[0]}"
+        result.numeric = "ok" if ran else f"unavailable: {unavailable[0]}"
     result.status = PROVED
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import optimizer.onnx_io  # noqa: F401 - installs ONNX shape inference
@@ -72,9 +74,21 @@ rule sigmoid-as-tanh:  # sigmoid(x) = (tanh(x) + 1) / 2 (needs x/2 inside the ta
 rule sub-commuted:  # x - y = y - x
     match: Sub(x, y)
     rewrite: Sub(y, x)
+
+rule matmul-associative-with-vectors:  # (a@b)@c = a@(b@c) fails for a vector b, or vectors a, c
+    match: MatMul(MatMul(a, b), c)
+    rewrite: MatMul(a, MatMul(b, c))
 """,
     family="wrong",
 )
+
+
+DATA = Path(__file__).parent / "data"
+
+#: Rules of the right shape that hold only on part of their attribute or shape domain: each is
+#: refused only when sampling reaches the part where it fails (a dilation of 2, a bias laid out
+#: along another axis, a permutation that moves a batch axis, a 0 in a reshape target, ...).
+WRONG_DOMAIN = parse_rules((DATA / "wrong_domain.rules").read_text(), family="wrong-domain")
 
 RIGHT = parse_rules(
     """
@@ -82,8 +96,9 @@ rule mul-distributes-over-add:  # x*z + y*z = (x+y)*z
     match: Add(Mul(x, z), Mul(y, z))
     rewrite: Mul(Add(x, y), z)
 
-rule relu-matmul-associative:  # relu((a@b)@c) = relu(a@(b@c))
+rule relu-matmul-associative:  # relu((a@b)@c) = relu(a@(b@c)) (vectors contract other axes)
     match: Relu(MatMul(MatMul(a, b), c))
+    where: rank(a) >= 2 and rank(b) >= 2 and rank(c) >= 2
     rewrite: Relu(MatMul(a, MatMul(b, c)))
 
 rule transpose-inverse:  # T_q(T_p(x)) = x when q undoes p
@@ -153,3 +168,40 @@ rule neg-through-div-const:  # (-x)/c = -(x/c) for a nonzero constant c
     assert result.status == "unsafe" and "may be zero" in result.message
     assert "precondition" in result.message
     assert verify_rule(guarded).status == "proved"
+
+
+@pytest.mark.parametrize("rule", WRONG_DOMAIN, ids=[r.name for r in WRONG_DOMAIN])
+def test_rule_wrong_on_part_of_its_domain_is_refused(rule):
+    result = verify_rule(rule)
+    assert result.status == "refuted", (result.status, result.message, result.instances)
+    text = result.counterexample
+    assert text.startswith("instance: ") and "match" in text and "rewrite" in text, text
+    assert "numeric check failed" in result.message or "z3" in result.message
+
+
+def test_a_rewrite_that_changes_the_shape_is_refused_with_both_outputs():
+    """Reshape(Reshape(x, s1), s2) = Reshape(x, s2) is false when s2 holds a 0 (it copies a dim
+    of the intermediate): the two sides have different shapes, which the rewriter's type guard
+    sees only where dims are static, so the verifier refuses it."""
+    rule = next(r for r in WRONG_DOMAIN if r.name == "reshape-reshape-with-zero")
+    result = verify_rule(rule)
+    assert result.status == "refuted"
+    assert "changes the output shape" in result.message
+    assert "differs from reference shape" in result.message
+    assert "  s2 = " in result.counterexample and "0" in result.counterexample
+
+
+def test_split_of_concat_on_different_axes_is_sound_because_vacuous():
+    """Split(Concat(x, y, axis=c), [dim(x, t), dim(y, t)], axis=t) with c != t is no valid graph
+    (the sizes sum to twice the axis) unless c and t name one axis (c = t - rank): every instance
+    the sampler finds has them equal modulo the rank, and there the rule is right."""
+    from optimizer.verify.instances import sample_instances
+
+    (rule,) = parse_rules((DATA / "vacuous.rules").read_text(), family="vacuous")
+    samples = sample_instances(rule)
+    assert len(samples.pool) >= 24
+    for inst in samples.pool:
+        r = len(inst.tensors["x"].type.shape)
+        assert inst.attrs["c"] % r == inst.attrs["t"] % r, inst.describe()
+    assert any(inst.attrs["c"] != inst.attrs["t"] for inst in samples.pool)
+    assert verify_rule(rule).status == "proved"
