@@ -147,12 +147,26 @@ def all_equal(v: Value, x: float) -> bool:
     return is_const(v) and bool(np.all(v.constant.numpy() == x))
 
 
+def is_identity_matrix(v: Value) -> bool:
+    """A constant whose first two axes form an identity matrix, every other dim of size 1.
+
+    Covers identity MatMul weights and identity 1x1 (or 1x1x1) convolution kernels; checked
+    in one vectorised comparison, not element by element.
+    """
+    if not is_const(v):
+        return False
+    data = v.constant.numpy()
+    if data.ndim < 2 or data.shape[0] != data.shape[1] or any(d != 1 for d in data.shape[2:]):
+        return False
+    return bool(np.array_equal(data.reshape(data.shape[:2]), np.eye(data.shape[0])))
+
+
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     f.__name__: f
     for f in (
         rank, shape, dim, static_dim, is_const, value, is_scalar_like, dtype, is_float,
         same_shape, broadcasts_to, compose, inverse, identity_perm, norm_axis, all_equal,
-        dtype_code,
+        dtype_code, is_identity_matrix,
     )
 }  # fmt: skip
 FUNCTIONS.update(

@@ -114,9 +114,9 @@ def analyse(rule: Rule) -> RuleShape:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.args:
                 first = node.args[0]
                 if isinstance(first, ast.Name):
-                    if node.func.id in ("value", "all_equal"):
+                    if node.func.id in VALUE_FUNCTIONS:
                         inspected.add(first.id)
-                    if node.func.id in ("is_const", "value", "all_equal", "is_scalar_like"):
+                    if node.func.id in ("is_const", "is_scalar_like", *VALUE_FUNCTIONS):
                         const_hint.add(first.id)
     where_literals, var_hints, rank_hints = _where_hints(rule.where.tree if rule.where else None)
     nonconst = set()
@@ -166,6 +166,10 @@ def _call_of(node: ast.AST, name: str, arity: int) -> bool:
         and len(node.args) == arity
         and isinstance(node.args[0], ast.Name)
     )
+
+
+#: Where-clause functions that read a constant's data (its values are drawn, not symbolic).
+VALUE_FUNCTIONS = ("value", "all_equal", "is_identity_matrix")
 
 
 def _where_hints(tree: ast.expr | None) -> tuple[list, dict[str, list[float]], dict[str, int]]:
