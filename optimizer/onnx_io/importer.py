@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +28,7 @@ from optimizer.ir import (
     graph_input,
 )
 from optimizer.ir.ops import NONDETERMINISTIC_OPS, dropout_trains
+from optimizer.onnx_io.schemas import schema_of
 from optimizer.onnx_io.types import (
     ModelOrigin,
     attr_from_proto,
@@ -548,14 +548,9 @@ def _node_label(proto: onnx.NodeProto) -> str:
     return f"{proto.name!r} ({proto.op_type})" if proto.name else f"({proto.op_type})"
 
 
-@functools.lru_cache(maxsize=4096)
 def _schema(op: str, opset: int | None, domain: str) -> onnx.defs.OpSchema | None:
-    if domain not in ("", "ai.onnx.ml"):
-        return None
-    try:
-        return onnx.defs.get_schema(op, opset or onnx.defs.onnx_opset_version(), domain)
-    except Exception:  # noqa: BLE001 - SchemaError: no such op at this version
-        return None
+    """The schema that validates a node's arity (standard domains only)."""
+    return schema_of(domain, op, opset) if domain in ("", "ai.onnx.ml") else None
 
 
 def _check_arity(proto: onnx.NodeProto, domain: str, opset: int | None) -> None:

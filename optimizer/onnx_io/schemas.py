@@ -10,7 +10,7 @@ import functools
 
 import onnx
 
-from optimizer.ir import REGISTRY, Node, TensorType, ValueType
+from optimizer.ir import REGISTRY, Node, ValueType
 from optimizer.onnx_io.types import (
     attr_from_proto,
     attr_to_proto,
@@ -24,16 +24,20 @@ _CONSTANT_DATA_LIMIT = 1024
 
 
 @functools.lru_cache(maxsize=4096)
-def has_schema(domain: str, op: str, opset: int | None) -> bool:
-    """Whether ONNX defines ``op`` in ``domain`` (at ``opset`` when given)."""
+def schema_of(domain: str, op: str, opset: int | None) -> onnx.defs.OpSchema | None:
+    """ONNX's schema of ``op`` in ``domain`` (at ``opset`` when given), or None."""
     domain = "" if domain == "ai.onnx" else domain
     try:
         if opset is None:
-            return onnx.defs.has(op, domain)
-        onnx.defs.get_schema(op, opset, domain)
-        return True
+            return onnx.defs.get_schema(op, domain)
+        return onnx.defs.get_schema(op, opset, domain)
     except Exception:  # noqa: BLE001 - SchemaError when absent at that version
-        return False
+        return None
+
+
+def has_schema(domain: str, op: str, opset: int | None) -> bool:
+    """Whether ONNX defines ``op`` in ``domain`` (at ``opset`` when given)."""
+    return schema_of(domain, op, opset) is not None
 
 
 def infer_node_types(node: Node, opset: int | None) -> list[ValueType] | None:
@@ -67,22 +71,15 @@ def infer_node_types(node: Node, opset: int | None) -> list[ValueType] | None:
     types = [found.get(name) for name in outputs]
     if any(t is None for t in types):
         return None
-    return [t for t in types if isinstance(t, (TensorType,)) or t is not None]
+    return types
 
 
 @functools.lru_cache(maxsize=8192)
 def attribute_default(domain: str, op: str, opset: int | None, name: str):
     """The schema default of attribute ``name`` of ``op`` as the IR stores attribute values
     (ints as tuples, strings as bytes, tensors as TensorData), or None when it has none."""
-    domain = "" if domain == "ai.onnx" else domain
-    try:
-        if opset is None:
-            schema = onnx.defs.get_schema(op, domain)
-        else:
-            schema = onnx.defs.get_schema(op, opset, domain)
-    except Exception:  # noqa: BLE001 - SchemaError when the op is unknown at that version
-        return None
-    attr = schema.attributes.get(name)
+    schema = schema_of(domain, op, opset)
+    attr = None if schema is None else schema.attributes.get(name)
     if attr is None or attr.default_value.type == onnx.AttributeProto.UNDEFINED:
         return None
     try:
@@ -95,13 +92,8 @@ def attribute_default(domain: str, op: str, opset: int | None, name: str):
 def op_signature(domain: str, op: str, opset: int | None):
     """(fewest inputs, most inputs, attribute names) of ``op`` at ``opset``, or None when ONNX
     does not define it there."""
-    domain = "" if domain == "ai.onnx" else domain
-    try:
-        if opset is None:
-            schema = onnx.defs.get_schema(op, domain)
-        else:
-            schema = onnx.defs.get_schema(op, opset, domain)
-    except Exception:  # noqa: BLE001 - SchemaError when the op is unknown at that version
+    schema = schema_of(domain, op, opset)
+    if schema is None:
         return None
     return schema.min_input, schema.max_input, frozenset(schema.attributes)
 
