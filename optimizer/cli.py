@@ -121,6 +121,21 @@ def optimize(
         bool | None,
         typer.Option(help="Write weights to OUT.data (default: only past protobuf's 2 GB)."),
     ] = None,
+    search: Annotated[
+        str,
+        typer.Option(help="Search: auto, greedy, taso, ocggs, ocggs-prune, ocggs-sample, eqsat."),
+    ] = "auto",
+    time_limit: Annotated[
+        float, typer.Option(help="Seconds the search may take.", min=0.001)
+    ] = 10.0,
+    cost_model: Annotated[
+        str, typer.Option(help="What the search minimises: analytic or measured.")
+    ] = "analytic",
+    seed: Annotated[int, typer.Option(help="Seed of searches that sample.")] = 0,
+    report_file: Annotated[
+        Path | None,
+        typer.Option("--report", help="Write the run's report (with the search trace) as JSON."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Optimize MODEL and write the result, only after it matched the original numerically."""
@@ -139,7 +154,13 @@ def optimize(
             rtol=rtol,
             atol=atol,
             device=device,
+            search=search,
+            time_limit=time_limit,
+            cost_model=cost_model,
+            seed=seed,
         )
+        if report_file is not None and report_file.suffix.lower() != ".json":
+            raise GraphoptError(f"--report {report_file}: only .json reports are written")
         unknown = [p for p in options.passes if p not in PASSES]
         if unknown:
             raise GraphoptError(f"unknown pass {unknown[0]!r}; passes: {', '.join(PASSES)}")
@@ -148,6 +169,8 @@ def optimize(
             report = optimize_file(
                 model, output, options, in_place=in_place, external_data=external_data
             )
+        if report_file is not None:
+            report_file.write_text(json.dumps(report.to_json(), indent=2) + "\n")
         if as_json:
             out.print_json(json.dumps(report.to_json()))
             return
@@ -175,6 +198,13 @@ def _print_report(report) -> None:
         if report.checked
         else "not checked"
     )
+    trace = report.to_json().get("search")
+    if trace is not None:
+        ratio = trace["cost_after"] / trace["cost_before"] if trace["cost_before"] else 1.0
+        out.print(
+            f"search {trace['algorithm']}: {len(trace['steps'])} rewrites, estimated cost "
+            f"x{ratio:.3f}, {trace['seconds']:.2f} s ({trace['stopped_by']})"
+        )
     out.print(f"took {report.seconds:.2f} s; {checked}")
 
 
@@ -309,9 +339,11 @@ def example(
     _guarded(action)
 
 
-from optimizer.cli_rules import rules_app  # noqa: E402 - the sub-app imports this module
+from optimizer.cli_bench import bench  # noqa: E402 - these modules import this one
+from optimizer.cli_rules import rules_app  # noqa: E402
 
 app.add_typer(rules_app, name="rules")
+app.command()(bench)
 
 
 def main() -> None:

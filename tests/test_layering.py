@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "optimizer"
-CONSUMERS = ("optimizer.cli", "optimizer.cli_rules", "optimizer.torch_backend", "optimizer.label",
-             "optimizer.explain", "benchmarks")  # fmt: skip
-CORE = ("ir", "onnx_io", "rewrite", "verify", "cost", "search", "passes", "runtime.py", "api.py")
+CONSUMERS = ("optimizer.cli", "optimizer.cli_rules", "optimizer.cli_bench", "optimizer.bench",
+             "optimizer.torch_backend", "optimizer.label", "optimizer.explain",
+             "benchmarks")  # fmt: skip
+CORE = ("ir", "onnx_io", "rewrite", "verify", "cost", "search", "passes", "runtime.py", "api.py",
+        "timing.py")  # fmt: skip
 
 
 def _imports(path: Path) -> set[str]:

@@ -97,7 +97,9 @@ class ModelSpec:
     - ``output_names``: names of the ONNX outputs;
     - ``description``, ``reference`` (the paper);
     - ``expected_params``: the parameter count the model should have, from ``params_source``
-      (the published figure, or "derived" from the configuration when nothing is published).
+      (the published figure, or "derived" from the configuration when nothing is published);
+    - ``transformer``: for transformer models, the arguments onnxruntime.transformers' optimizer
+      needs (``model_type``, ``num_heads``, ``hidden_size``); None for the others.
     """
 
     name: str
@@ -110,6 +112,7 @@ class ModelSpec:
     params_source: str = "published"
     output_names: tuple[str, ...] = ("output",)
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    transformer: Mapping[str, Any] | None = None
 
     @property
     def module_name(self) -> str:
@@ -144,6 +147,10 @@ class ModelSpec:
             else:  # pragma: no cover - registry error
                 raise ValueError(f"{self.name}: unsupported input dtype {t.dtype}")
         return tuple(out)
+
+
+def _tf(model_type: str, num_heads: int, hidden_size: int) -> dict[str, Any]:
+    return {"model_type": model_type, "num_heads": num_heads, "hidden_size": hidden_size}
 
 
 def _image(size: int = 224) -> tuple[TensorSpec, ...]:
@@ -213,6 +220,7 @@ _SPECS = [
         "Devlin et al., BERT: Pre-training of Deep Bidirectional Transformers, NAACL 2019",
         110_000_000, "published (~110M with embeddings; 108,891,648 here without the pooler)",
         output_names=("last_hidden_state",),
+        transformer=_tf("bert", 12, 768),
     ),
     # --- modern ---------------------------------------------------------------------------
     ModelSpec(
@@ -220,12 +228,13 @@ _SPECS = [
         "ViT-B/16 at 224x224 (12 layers, 768, 12 heads), class-token head",
         "Dosovitskiy et al., An Image is Worth 16x16 Words, ICLR 2021",
         86_567_656,
+        transformer=_tf("vit", 12, 768),
     ),
     ModelSpec(
         "gpt2_small", _MODERN, "gpt2:gpt2_small", _tokens(50257, 128),
         "GPT-2 small LM (12 layers, 768, 12 heads, tied head), seq 128, no KV cache",
         "Radford et al., Language Models are Unsupervised Multitask Learners, 2019",
-        124_439_808, output_names=("logits",),
+        124_439_808, output_names=("logits",), transformer=_tf("gpt2", 12, 768),
     ),
     ModelSpec(
         "llama_small", _MODERN, "llama:llama_small", _tokens(32000, 128),
@@ -254,6 +263,7 @@ _SPECS = [
         "Transformer, JMLR 2020",
         35_330_816, "published (T5-small's encoder with the shared embedding, ~35M)",
         output_names=("last_hidden_state",),
+        transformer=_tf("t5", 8, 512),
     ),
     # --- quick ----------------------------------------------------------------------------
     ModelSpec(
@@ -271,11 +281,13 @@ _SPECS = [
         "BERT encoder: 2 layers, hidden 128, 2 heads, vocab 1000, seq 32",
         "Devlin et al., NAACL 2019", 590_592, "derived",
         output_names=("last_hidden_state",),
+        transformer=_tf("bert", 2, 128),
     ),
     ModelSpec(
         "gpt2_tiny", _QUICK, "gpt2:gpt2_tiny", _tokens(1000, 32),
         "GPT-2 LM: 2 layers, hidden 128, 2 heads, vocab 1000, seq 32",
         "Radford et al., 2019", 532_992, "derived", output_names=("logits",),
+        transformer=_tf("gpt2", 2, 128),
     ),
     ModelSpec(
         "llama_tiny", _QUICK, "llama:llama_tiny", _tokens(1000, 32),

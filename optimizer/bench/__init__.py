@@ -1,0 +1,1 @@
+"""Benchmark runner behind `graphopt bench`."""
