@@ -20,7 +20,14 @@ from optimizer import onnx_io, runtime
 from optimizer.errors import CheckUnavailableError, GraphoptError
 from optimizer.info import ModelStats, graph_stats
 from optimizer.ir import Graph
-from optimizer.passes import DEFAULT_SIZE_LIMIT, PASSES, PassResult, run_passes
+from optimizer.passes import (
+    DEFAULT_SIZE_LIMIT,
+    PASSES,
+    SEARCH_ALGORITHMS,
+    PassResult,
+    SearchSettings,
+    run_passes,
+)
 
 #: Default tolerances of the numeric check (relative, absolute).
 DEFAULT_RTOL = 1e-4
@@ -38,6 +45,13 @@ class OptimizeOptions:
     - ``rtol``/``atol``: tolerances of that check.
     - ``device``: where the check runs ("cpu", "cuda" or "auto").
     - ``check_samples``: how many random input sets the check uses.
+    - ``search``: the search algorithm of the apply-rules pass (see :mod:`optimizer.search`;
+      ``auto`` picks by graph size).
+    - ``time_limit``: seconds the search may take (all of its rounds together).
+    - ``cost_model``: what the search minimises: ``analytic`` (FLOPs, bytes and a per-kernel
+      overhead, with onnxruntime's fusions priced in) or ``measured`` (each distinct op timed
+      on onnxruntime once, cached on disk).
+    - ``seed``: the seed of searches that sample.
     """
 
     passes: Sequence[str] = PASSES
@@ -48,6 +62,84 @@ class OptimizeOptions:
     atol: float = DEFAULT_ATOL
     device: str = "cpu"
     check_samples: int = 1
+    search: str = "auto"
+    time_limit: float = 10.0
+    cost_model: str = "analytic"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.search not in SEARCH_ALGORITHMS:
+            raise GraphoptError(
+                f"unknown search algorithm {self.search!r}; known: {', '.join(SEARCH_ALGORITHMS)}"
+            )
+        if self.cost_model not in COST_MODELS:
+            raise GraphoptError(
+                f"unknown cost model {self.cost_model!r}; known: {', '.join(COST_MODELS)}"
+            )
+        if not self.time_limit > 0:
+            raise GraphoptError(f"time limit must be positive, got {self.time_limit}")
+
+
+#: Cost models ``cost_model`` accepts.
+COST_MODELS: tuple[str, ...] = ("analytic", "measured")
+
+
+def cost_model(options: OptimizeOptions):
+    """The cost model ``options`` name, with onnxruntime's fusions priced in."""
+    from optimizer.cost import AnalyticCost
+    from optimizer.cost.fusion import OrtFusionCost
+
+    if options.cost_model == "measured":
+        from optimizer.cost.measured import MeasuredCost
+
+        return OrtFusionCost(MeasuredCost(device=options.device))
+    return OrtFusionCost(AnalyticCost())
+
+
+def search_trace(passes: Sequence[PassResult]) -> dict | None:
+    """The search trace of a run's apply-rules passes, merged (None when none ran)."""
+    traces = [p.trace for p in passes if p.trace is not None]
+    if not traces:
+        return None
+    merged = dict(traces[0])
+    merged["steps"] = [s for t in traces for s in t["steps"]]
+    merged["cost_after"] = traces[-1]["cost_after"]
+    merged["seconds"] = sum(t["seconds"] for t in traces)
+    merged["explored"] = sum(t["explored"] for t in traces)
+    merged["stopped_by"] = traces[-1]["stopped_by"]
+    return merged
+
+
+#: metadata_props key of the optimization summary written into every optimized model.
+SUMMARY_KEY = "graphopt.optimization"
+
+
+def with_summary(graph: Graph, passes: Sequence[PassResult], options: OptimizeOptions) -> Graph:
+    """``graph`` with a short JSON summary of the run in its metadata (replacing an earlier
+    run's): search, cost model, cost before/after, rewrites applied per rule."""
+    import json
+    from collections import Counter
+    from importlib.metadata import PackageNotFoundError, version
+
+    trace = search_trace(passes)
+    try:
+        ours = version("graphopt")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout
+        ours = "unknown"
+    summary = {
+        "graphopt": ours,
+        "passes": [p.name for p in passes],
+        "cost_model": options.cost_model,
+    }
+    if trace is not None:
+        summary.update(
+            search=trace["algorithm"], cost_before=trace["cost_before"],
+            cost_after=trace["cost_after"], search_seconds=round(trace["seconds"], 3),
+            rewrites=dict(Counter(s["rule"] for s in trace["steps"])),
+        )  # fmt: skip
+    props = tuple(kv for kv in graph.meta.metadata_props if kv[0] != SUMMARY_KEY)
+    props += ((SUMMARY_KEY, json.dumps(summary, sort_keys=True)),)
+    return replace(graph, meta=replace(graph.meta, metadata_props=props))
 
 
 @dataclass
@@ -70,13 +162,16 @@ class OptimizeReport:
         return {
             "before": self.before.to_json(),
             "after": self.after.to_json(),
-            "passes": [vars(p) for p in self.passes],
+            "passes": [
+                {k: v for k, v in vars(p).items() if k != "trace"} for p in self.passes
+            ],
             "seconds": round(self.seconds, 4),
             "checked": self.checked,
             "max_abs_error": self.max_abs_error,
             "size_before": self.size_before,
             "size_after": self.size_after,
             "output": self.output_path,
+            "search": search_trace(self.passes),
         }
 
 
@@ -91,7 +186,14 @@ def stored_stats(proto: onnx.ModelProto, graph: Graph) -> ModelStats:
 
 
 def _optimize_graph(graph: Graph, options: OptimizeOptions) -> tuple[Graph, list[PassResult]]:
-    return run_passes(graph, options.passes, fold_size_limit=options.fold_size_limit)
+    settings = SearchSettings(
+        algorithm=options.search, time_limit=options.time_limit, cost=cost_model(options),
+        seed=options.seed,
+    )  # fmt: skip
+    graph, passes = run_passes(
+        graph, options.passes, fold_size_limit=options.fold_size_limit, search=settings
+    )
+    return with_summary(graph, passes, options), passes
 
 
 def optimize(

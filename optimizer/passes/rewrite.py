@@ -20,20 +20,16 @@ from __future__ import annotations
 import os
 import time
 import warnings
-import weakref
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optimizer.info import node_flops
-from optimizer.ir import Graph, Node, TensorType, Value
-from optimizer.ir.ops import CONTROL_FLOW_OPS, NONDETERMINISTIC_OPS
-from optimizer.ir.types import DType, num_elements
+from optimizer.cost import LAUNCH_OVERHEAD, AnalyticCost, CostModel, foldable
+from optimizer.ir import REGISTRY, Graph, Node, Value
 from optimizer.passes.fold import DEFAULT_SIZE_LIMIT, fold_constants
 from optimizer.rewrite.apply import apply_match, new_nodes, replacement
 from optimizer.rewrite.match import GraphContext, Match, MatchIndex, context
-from optimizer.rewrite.rule import Rule, RuleSyntaxError, load_rules, rules_dir
+from optimizer.rewrite.rule import Op, Rule, RuleSyntaxError, Var, load_rules, rules_dir
 
 __all__ = [
     "AXIOM_FAMILY",
@@ -42,12 +38,11 @@ __all__ = [
     "apply_rules",
     "apply_rules_pass",
     "default_rules",
+    "foldable",
 ]
 
 #: Family of the verifier's facts: never applied as rewrites.
 AXIOM_FAMILY = "axioms"
-#: FLOP-equivalents charged per kernel launch.
-LAUNCH_OVERHEAD = 10_000
 #: Default budgets of the greedy loop.
 DEFAULT_MAX_STEPS = 1000
 DEFAULT_TIME_LIMIT = 10.0
@@ -58,89 +53,12 @@ _MAX_ROUNDS = 4
 # ------------------------------------------------------------------ cost
 
 
-def foldable(node: Node) -> bool:
-    """Whether constant folding would evaluate ``node`` once its inputs are constants."""
-    return (
-        not node.is_source
-        and node.domain == ""
-        and node.unique is None
-        and not node.captures
-        and bool(node.inputs)
-        and node.op not in NONDETERMINISTIC_OPS
-        and node.op not in CONTROL_FLOW_OPS
-        and all(
-            isinstance(v.type, TensorType) and v.type.dtype not in (DType.STRING, DType.UNDEFINED)
-            for v in node.outputs
-        )
-    )
+class Pricer:
+    """Prices candidate replacements on one graph with a node-additive cost: the exact change
+    of the graph's cost, except that an existing node whose inputs become constant is not
+    re-priced as free (so the estimate errs on the costly side)."""
 
-
-def _elements(value: Value) -> int:
-    t = value.type
-    if not isinstance(t, TensorType) or t.shape is None:
-        return 1
-    count = num_elements(tuple(d if isinstance(d, int) else 1 for d in t.shape))
-    return 1 if count is None else count
-
-
-@dataclass(frozen=True)
-class AnalyticCost:
-    """Estimated cost of a graph in FLOP-equivalents (see the module docstring).
-
-    Symbolic dimensions count as 1, as in :func:`optimizer.info.node_flops`.
-    """
-
-    launch_overhead: float = LAUNCH_OVERHEAD
-    bytes_weight: float = 1.0
-    _memo: weakref.WeakKeyDictionary = field(
-        default_factory=weakref.WeakKeyDictionary, compare=False, repr=False
-    )
-
-    def node_cost(self, node: Node) -> float:
-        """Cost of running ``node`` (not free); nodes are immutable, so it is memoized."""
-        cost = self._memo.get(node)
-        if cost is None:
-            cost = self._memo[node] = self._node_cost(node)
-        return cost
-
-    def _node_cost(self, node: Node) -> float:
-        if node.is_source:
-            return 0.0
-        try:
-            flops = node_flops(node)
-        except Exception:  # noqa: BLE001 - odd shapes: fall back to counting elements
-            flops = None
-        if flops is None:
-            flops = sum(_elements(v) for v in node.outputs)
-        written = 0.0
-        for v in node.outputs:
-            if isinstance(v.type, TensorType):
-                written += _elements(v) * (v.type.dtype.itemsize or 8)
-        return float(flops) + self.launch_overhead + self.bytes_weight * written
-
-    def free_nodes(self, order: Iterable[Node], free: set[Node] | None = None) -> set[Node]:
-        """The nodes of ``order`` (topological) computable from constants alone."""
-        free = set() if free is None else free
-        for node in order:
-            if foldable(node) and all(
-                v is None or v.is_constant or v.node in free for v in node.inputs
-            ):
-                free.add(node)
-        return free
-
-    def total(self, order: Sequence[Node]) -> float:
-        """Cost of the nodes ``order`` (a graph's nodes in topological order)."""
-        free = self.free_nodes(order)
-        return sum(self.node_cost(n) for n in order if n not in free)
-
-    def __call__(self, graph: Graph) -> float:
-        return self.total(context(graph).order)
-
-
-class _Pricer:
-    """Prices candidate replacements on one graph with a node-additive cost."""
-
-    def __init__(self, graph: Graph, ctx: GraphContext, cost: AnalyticCost) -> None:
+    def __init__(self, graph: Graph, ctx: GraphContext, cost: CostModel) -> None:
         self.ctx = ctx
         self.cost = cost
         self.free = cost.free_nodes(ctx.order)
@@ -194,7 +112,8 @@ class _Pricer:
 # ------------------------------------------------------------------ the greedy loop
 
 
-def _describe(graph: Graph, ctx: GraphContext, nodes: Iterable[Node]) -> list[str]:
+def describe_nodes(graph: Graph, ctx: GraphContext, nodes: Iterable[Node]) -> list[str]:
+    """Names of ``nodes`` in topological order (their ONNX names, or ``op#serial``)."""
     out = []
     for node in sorted(nodes, key=lambda n: ctx.position.get(n, -1)):
         meta = graph.node_meta.get(node)
@@ -202,9 +121,33 @@ def _describe(graph: Graph, ctx: GraphContext, nodes: Iterable[Node]) -> list[st
     return out
 
 
+def is_commutation(rule: Rule) -> bool:
+    """Whether ``rule`` only swaps the inputs of a commutative op (``x+y = y+x``).
+
+    The matcher already tries every input order of a commutative op, so such a rule finds
+    nothing new; applied, it only multiplies the graphs an exhaustive search visits.
+    """
+    if len(rule.match) != 1 or len(rule.rewrite) != 1 or rule.where is not None:
+        return False
+    before, after = rule.match[0], rule.rewrite[0]
+    if not (isinstance(before, Op) and isinstance(after, Op)):
+        return False
+    opdef = REGISTRY.lookup(before.domain, before.op)
+    return (
+        opdef is not None
+        and opdef.commutative
+        and (after.op, after.domain, after.attrs) == (before.op, before.domain, before.attrs)
+        and all(isinstance(a, Var) for a in before.args)
+        and sorted(a.name for a in after.args if isinstance(a, Var))
+        == sorted(a.name for a in before.args if isinstance(a, Var))
+        and len(after.args) == len(before.args)
+    )
+
+
 def applicable(rules: Iterable[Rule]) -> list[Rule]:
-    """The rules a search may apply: all but the verifier's axioms."""
-    return [r for r in rules if r.family != AXIOM_FAMILY]
+    """The rules a search may apply: all but the verifier's axioms and the commutations the
+    matcher makes redundant (see :func:`is_commutation`)."""
+    return [r for r in rules if r.family != AXIOM_FAMILY and not is_commutation(r)]
 
 
 def apply_rules(
@@ -275,7 +218,7 @@ def _greedy(
             del built[key]  # matched nodes left the graph: the match cannot recur
         for key in [k for k in memo if k[0] not in ctx.position]:
             del memo[key]
-        pricer = _Pricer(graph, ctx, model) if isinstance(model, AnalyticCost) else None
+        pricer = Pricer(graph, ctx, model) if isinstance(model, CostModel) else None
         step = None
         for match in index.matches(graph, opset=opset, memo=memo):
             if time.perf_counter() > deadline:
@@ -307,7 +250,7 @@ def _greedy(
         trace.append(
             {
                 "rule": match.rule.name,
-                "nodes_matched": _describe(graph, ctx, match.nodes),
+                "nodes_matched": describe_nodes(graph, ctx, match.nodes),
                 "cost_before": current,
                 "cost_after": after,
             }

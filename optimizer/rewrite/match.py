@@ -441,6 +441,33 @@ class MatchIndex:
             if first is not None:
                 self.by_op.setdefault((_norm(first.domain), first.op), []).append(rule)
 
+    @property
+    def max_depth(self) -> int:
+        """Edges from a rule's first root to its deepest ``Op`` pattern (over all rules): a
+        match that includes node N has its first root at N or at most this far below it."""
+        def depth(p) -> int:
+            if not isinstance(p, Op):
+                return -1
+            return 1 + max((depth(a) for a in p.args), default=-1)
+
+        return max((max(depth(r) for r in rule.match) for rule in self.rules), default=0)
+
+    def matches_at(
+        self,
+        graph: Graph,
+        anchors: Iterable[Node],
+        *,
+        opset: int | None = None,
+        memo: dict[tuple[Node, str], list[Match]] | None = None,
+    ) -> Iterator[Match]:
+        """Matches whose first root is an output of one of ``anchors`` (nodes of ``graph``),
+        in topological order: :meth:`matches` restricted to a neighbourhood."""
+        ctx = context(graph, opset)
+        chosen = sorted(
+            (n for n in set(anchors) if n in ctx.position), key=ctx.position.__getitem__
+        )
+        yield from self._matches(ctx, chosen, memo)
+
     def matches(
         self,
         graph: Graph,
@@ -457,8 +484,16 @@ class MatchIndex:
         memo (entries keep their nodes alive).
         """
         ctx = context(graph, opset)
+        yield from self._matches(ctx, ctx.order, memo)
+
+    def _matches(
+        self,
+        ctx: GraphContext,
+        nodes: Iterable[Node],
+        memo: dict[tuple[Node, str], list[Match]] | None,
+    ) -> Iterator[Match]:
         matchers: dict[str, _Matcher] = {}
-        for node in ctx.order:
+        for node in nodes:
             rules = self.by_op.get((_norm(node.domain), node.op))
             if not rules:
                 continue

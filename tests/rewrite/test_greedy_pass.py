@@ -3,8 +3,6 @@ a sound IR after every step."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from onnx import TensorProto, helper
@@ -212,20 +210,17 @@ def _mlp_model(layers: int = 40):
     return model(nodes, [tensor("x", ["N", 16])], [tensor(h, ["N", 16])], inits)
 
 
-def test_pipeline_cost_on_a_200_node_model():
+def test_pipeline_on_a_200_node_model_never_grows_it():
+    # How long apply-rules takes is a benchmark question (tests never assert on wall-clock
+    # time); here: the full pipeline ends no larger than the clean-up passes alone.
     proto = _mlp_model()
     graph = imported(proto)
     assert len(graph.nodes()) == 200
     without = [p for p in PASSES if p != "apply-rules"]
-    run_passes(graph, PASSES)  # warm caches (rule parsing, schema look-ups)
-    start = time.perf_counter()
     base, _ = run_passes(graph, without)
-    mid = time.perf_counter()
-    full, _ = run_passes(graph, PASSES)
-    end = time.perf_counter()
-    extra = (end - mid) - (mid - start)
-    assert extra < 1.0, f"apply-rules added {extra:.2f} s with {len(default_rules().rules)} rules"
+    full, results = run_passes(graph, PASSES)
     assert len(full.nodes()) <= len(base.nodes())
+    assert any(r.name == "apply-rules" for r in results)
 
 
 def test_greedy_with_fixture_rules_on_the_200_node_model(monkeypatch):

@@ -1,0 +1,154 @@
+"""The analytic cost model: FLOPs, bytes moved and a per-kernel overhead per node.
+
+Per node: ``flop_weight`` times its FLOPs (or output elements when unknown), plus
+``launch_overhead``, plus ``bytes_weight`` times the bytes it writes and ``read_weight`` times
+the bytes it reads; nodes computable from constants alone are free, since constant folding
+removes them. Symbolic dimensions count as 1, as in :func:`optimizer.info.node_flops`. The sum
+over nodes lets a search price a candidate from the nodes it adds and removes, without
+rebuilding the graph.
+
+Uncalibrated (``AnalyticCost()``), the weights are fixed and the unit is the FLOP-equivalent:
+a kernel launch costs :data:`LAUNCH_OVERHEAD` FLOPs and a byte written one FLOP.
+:meth:`AnalyticCost.calibrated` fits the weights to a short measured sweep on a device
+(:mod:`optimizer.cost.calibrate`), stored per machine, and the unit becomes the second.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from optimizer.cost.additive import NodeAdditive, foldable
+from optimizer.info import node_flops
+from optimizer.ir import Node, TensorType, Value
+from optimizer.ir.types import num_elements
+
+if TYPE_CHECKING:
+    from optimizer.cost.calibrate import Calibration
+
+__all__ = ["LAUNCH_OVERHEAD", "OP_CLASSES", "AnalyticCost", "foldable", "node_features", "op_class"]
+
+#: FLOP-equivalents charged per kernel launch.
+LAUNCH_OVERHEAD = 10_000
+
+#: Ops whose FLOPs run at their own rate once calibrated (dense kernels are far more
+#: efficient per FLOP than elementwise ones); every other op is "other".
+OP_CLASSES: dict[str, str] = {
+    "Conv": "conv", "ConvTranspose": "conv", "ConvInteger": "conv", "QLinearConv": "conv",
+    "MatMul": "matmul", "Gemm": "matmul", "MatMulInteger": "matmul", "QLinearMatMul": "matmul",
+    "FusedMatMul": "matmul", "Attention": "matmul", "MultiHeadAttention": "matmul",
+}  # fmt: skip
+
+
+def op_class(op: str) -> str:
+    """The calibration class of ``op``: "conv", "matmul" or "other"."""
+    return OP_CLASSES.get(op, "other")
+
+
+def _elements(value: Value) -> int:
+    t = value.type
+    if not isinstance(t, TensorType) or t.shape is None:
+        return 1
+    count = num_elements(tuple(d if isinstance(d, int) else 1 for d in t.shape))
+    return 1 if count is None else count
+
+
+def _bytes(value: Value | None) -> float:
+    if value is None or not isinstance(value.type, TensorType):
+        return 0.0
+    return _elements(value) * (value.type.dtype.itemsize or 8)
+
+
+def node_features(node: Node) -> tuple[float, float, float]:
+    """``(flops, bytes_read, bytes_written)`` of one node.
+
+    FLOPs are :func:`optimizer.info.node_flops`, or the output elements when the shapes are
+    unknown; bytes count every tensor input (weights included) and every output.
+    """
+    try:
+        flops = node_flops(node)
+    except Exception:  # noqa: BLE001 - odd shapes: fall back to counting elements
+        flops = None
+    if flops is None:
+        flops = sum(_elements(v) for v in node.outputs)
+    read = sum(_bytes(v) for v in node.inputs)
+    written = sum(_bytes(v) for v in node.outputs)
+    return float(flops), read, written
+
+
+@dataclass(frozen=True)
+class AnalyticCost(NodeAdditive):
+    """Estimated cost of a graph from FLOPs, bytes and kernel launches (see the module
+    docstring).
+
+    ``class_flop_weights`` gives the FLOP weight of the op classes of :data:`OP_CLASSES`
+    ("conv", "matmul", "other"), overriding ``flop_weight`` for them. ``units`` says what
+    the numbers measure. Symbolic dimensions count as 1, as in
+    :func:`optimizer.info.node_flops`.
+    """
+
+    launch_overhead: float = LAUNCH_OVERHEAD
+    bytes_weight: float = 1.0
+    flop_weight: float = 1.0
+    read_weight: float = 0.0
+    class_flop_weights: tuple[tuple[str, float], ...] = ()
+    units: str = "flop-equivalents"
+    _memo: weakref.WeakKeyDictionary = field(
+        default_factory=weakref.WeakKeyDictionary, compare=False, repr=False
+    )
+
+    def node_cost(self, node: Node) -> float:
+        """Cost of running ``node`` (not free); nodes are immutable, so it is memoized."""
+        cost = self._memo.get(node)
+        if cost is None:
+            cost = self._memo[node] = self._node_cost(node)
+        return cost
+
+    def _node_cost(self, node: Node) -> float:
+        if node.is_source:
+            return 0.0
+        flops, read, written = node_features(node)
+        weight = self.flop_weight
+        if self.class_flop_weights:
+            weight = dict(self.class_flop_weights).get(op_class(node.op), weight)
+        return (
+            weight * flops
+            + self.launch_overhead
+            + self.bytes_weight * written
+            + self.read_weight * read
+        )
+
+    @classmethod
+    def from_calibration(cls, calibration: Calibration) -> AnalyticCost:
+        """The model whose weights a device calibration fitted (unit: seconds)."""
+        per_flop = dict(calibration.seconds_per_flop)
+        return cls(
+            launch_overhead=calibration.seconds_per_kernel,
+            bytes_weight=calibration.seconds_per_byte,
+            read_weight=calibration.seconds_per_byte,
+            flop_weight=per_flop.get("other", 0.0),
+            class_flop_weights=tuple(sorted(per_flop.items())),
+            units="seconds",
+        )
+
+    @classmethod
+    def calibrated(
+        cls,
+        device: str = "cpu",
+        *,
+        threads: int | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        recalibrate: bool = False,
+    ) -> AnalyticCost:
+        """The model calibrated for ``device`` (seconds): the stored calibration of this
+        machine, provider, thread count and onnxruntime version, or a fresh sweep of a few
+        seconds that is then stored (see :mod:`optimizer.cost.calibrate`)."""
+        from optimizer.cost.calibrate import calibration_for  # it imports this module
+        from optimizer.cost.device import DeviceSpec
+
+        spec = DeviceSpec(device, threads)
+        return cls.from_calibration(
+            calibration_for(spec, cache_dir=cache_dir, recalibrate=recalibrate)
+        )
