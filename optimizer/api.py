@@ -52,6 +52,9 @@ class OptimizeOptions:
       overhead, with onnxruntime's fusions priced in) or ``measured`` (each distinct op timed
       on onnxruntime once, cached on disk).
     - ``seed``: the seed of searches that sample.
+    - ``guard``: when the rule search rewrote the model, time the result against the clean-up
+      passes' result on onnxruntime (ORT_ENABLE_ALL, interleaved) and keep the clean-up
+      result unless the rewrites are measured at least :data:`GUARD_MIN_SPEEDUP` times faster.
     """
 
     passes: Sequence[str] = PASSES
@@ -66,6 +69,7 @@ class OptimizeOptions:
     time_limit: float = 10.0
     cost_model: str = "analytic"
     seed: int = 0
+    guard: bool = True
 
     def __post_init__(self) -> None:
         if self.search not in SEARCH_ALGORITHMS:
@@ -78,6 +82,56 @@ class OptimizeOptions:
             )
         if not self.time_limit > 0:
             raise GraphoptError(f"time limit must be positive, got {self.time_limit}")
+
+
+#: The guard keeps an optimized model only when it is measured at least this much faster
+#: (a gain below 1% is inside the protocol's noise on a busy machine).
+GUARD_MIN_SPEEDUP = 1.01
+#: Interleaved rounds the guard times (each at least 30 ms per model).
+GUARD_ROUNDS = 10
+
+
+#: The guard's choices: the rewritten model, or the clean-up passes' result.
+REWRITTEN, CLEANED = "rewritten", "cleaned"
+
+
+@dataclass(frozen=True)
+class GuardDecision:
+    """What the guard decided: ``kept`` is :data:`REWRITTEN` or :data:`CLEANED`; ``speedup``
+    the measured median speedup of the rewritten model over the cleaned one (None when the
+    guard did not time them)."""
+
+    kept: str
+    speedup: float | None
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"kept": self.kept, "speedup": self.speedup, "reason": self.reason}
+
+
+def guard_decision(cleaned, rewritten, options: OptimizeOptions, trace: dict | None):
+    """Time ``rewritten`` against ``cleaned`` (paths or ModelProtos: the pipeline with and
+    without the rule search) when the guard applies; see :attr:`OptimizeOptions.guard`."""
+    if not options.guard:
+        return GuardDecision(REWRITTEN, None, "guard off")
+    if trace is None or not trace["steps"]:
+        return GuardDecision(REWRITTEN, None, "the search rewrote nothing")
+    from optimizer.cost.rerank import rerank
+
+    try:
+        (ranked,) = rerank(
+            [rewritten], cleaned, device=options.device, rounds=GUARD_ROUNDS,
+            input_shapes=options.input_shapes, seed=options.seed,
+        )  # fmt: skip
+    except GraphoptError as exc:
+        return GuardDecision(REWRITTEN, None, f"could not time the models: {exc}")
+    if ranked.speedup >= GUARD_MIN_SPEEDUP:
+        return GuardDecision(REWRITTEN, ranked.speedup, "measured faster than the clean-up alone")
+    return GuardDecision(
+        CLEANED, ranked.speedup,
+        f"the rewrites measured {ranked.speedup:.3f}x (< {GUARD_MIN_SPEEDUP}): kept the "
+        "clean-up passes' result",
+    )  # fmt: skip
 
 
 #: Cost models ``cost_model`` accepts.
@@ -155,6 +209,7 @@ class OptimizeReport:
     size_before: int | None = None
     size_after: int | None = None
     output_path: str | None = None
+    guard: GuardDecision | None = None
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -172,6 +227,7 @@ class OptimizeReport:
             "size_after": self.size_after,
             "output": self.output_path,
             "search": search_trace(self.passes),
+            "guard": self.guard.to_json() if self.guard is not None else None,
         }
 
 
@@ -185,15 +241,39 @@ def stored_stats(proto: onnx.ModelProto, graph: Graph) -> ModelStats:
     )
 
 
-def _optimize_graph(graph: Graph, options: OptimizeOptions) -> tuple[Graph, list[PassResult]]:
+@dataclass
+class _Optimized:
+    """The pipeline's two results: ``cleaned`` by the clean-up passes alone, ``rewritten`` by
+    the whole pipeline (the rule search on top of the clean-up); ``passes`` of both runs."""
+
+    cleaned: Graph
+    rewritten: Graph
+    passes: list[PassResult]
+
+    @property
+    def trace(self) -> dict | None:
+        return search_trace(self.passes)
+
+
+def _optimize_graph(graph: Graph, options: OptimizeOptions) -> _Optimized:
+    cleanup = [p for p in options.passes if p != "apply-rules"]
+    cleaned, passes = run_passes(graph, cleanup, fold_size_limit=options.fold_size_limit)
+    if len(cleanup) == len(options.passes):
+        cleaned = with_summary(cleaned, passes, options)
+        return _Optimized(cleaned, cleaned, passes)
     settings = SearchSettings(
         algorithm=options.search, time_limit=options.time_limit, cost=cost_model(options),
         seed=options.seed,
     )  # fmt: skip
-    graph, passes = run_passes(
-        graph, options.passes, fold_size_limit=options.fold_size_limit, search=settings
+    rewritten, more = run_passes(
+        cleaned, options.passes, fold_size_limit=options.fold_size_limit, search=settings
     )
-    return with_summary(graph, passes, options), passes
+    passes += more
+    return _Optimized(
+        with_summary(cleaned, passes[: len(passes) - len(more)], options),
+        with_summary(rewritten, passes, options),
+        passes,
+    )
 
 
 def optimize(
@@ -215,8 +295,12 @@ def optimize(
         graph, _ = onnx_io.import_model(
             onnx_io.load_proto(model), onnx_io.base_dir_of(model), input_shapes=options.input_shapes
         )
-    graph, _ = _optimize_graph(graph, options)
-    result = onnx_io.to_proto(graph)
+    run = _optimize_graph(graph, options)
+    result = onnx_io.to_proto(run.rewritten)
+    if run.rewritten.key != run.cleaned.key:
+        cleaned = onnx_io.to_proto(run.cleaned)
+        if guard_decision(cleaned, result, options, run.trace).kept == CLEANED:
+            result = cleaned
     if options.check:
         _check(model, result, options)
     return result
@@ -289,14 +373,30 @@ def optimize_file(
     structural = PassResult(
         "dce+cse (import)", imported.onnx_nodes, imported.ir_nodes, time.perf_counter() - start
     )
-    graph, passes = _optimize_graph(graph, options)
-    passes.insert(0, structural)
-    after = graph_stats(graph)
+    run = _optimize_graph(graph, options)
+    del graph
+    passes = [structural, *run.passes]
     staging = Path(tempfile.mkdtemp(prefix=".graphopt-", dir=dst_path.parent.resolve()))
     try:
         staged = staging / dst_path.name
-        onnx_io.save(graph, staged, external_data=external_data)
-        del graph  # release lazily mapped weights of src before it may be replaced
+        final = run.rewritten
+        onnx_io.save(final, staged, external_data=external_data)
+        decision = GuardDecision(REWRITTEN, None, "the search rewrote nothing")
+        if run.rewritten.key != run.cleaned.key:
+            baseline = staging / "cleaned" / dst_path.name
+            baseline.parent.mkdir()
+            onnx_io.save(run.cleaned, baseline, external_data=external_data)
+            decision = guard_decision(baseline, staged, options, run.trace)
+            if decision.kept == CLEANED:
+                final = run.cleaned
+                for old in staging.iterdir():
+                    if old.is_file():
+                        old.unlink()
+                for new in baseline.parent.iterdir():
+                    os.replace(new, staging / new.name)
+            shutil.rmtree(baseline.parent, ignore_errors=True)
+        after = graph_stats(final)
+        del run, final  # release lazily mapped weights of src before it may be replaced
         report = None
         if options.check:
             report = _check(src_path, staged, options)
@@ -314,4 +414,5 @@ def optimize_file(
         size_before=size_before,
         size_after=onnx_io.stored_size(dst_path, onnx_io.load_proto(dst_path)),
         output_path=str(dst_path),
+        guard=decision,
     )

@@ -205,6 +205,11 @@ def _print_report(report) -> None:
             f"search {trace['algorithm']}: {len(trace['steps'])} rewrites, estimated cost "
             f"x{ratio:.3f}, {trace['seconds']:.2f} s ({trace['stopped_by']})"
         )
+    if report.guard is not None and report.guard.speedup is not None:
+        out.print(
+            f"guard: the rewritten model measured {report.guard.speedup:.3f}x the clean-up "
+            f"result's speed on onnxruntime; kept the {report.guard.kept} model"
+        )
     out.print(f"took {report.seconds:.2f} s; {checked}")
 
 
