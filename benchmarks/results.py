@@ -7,11 +7,16 @@ Runs, in this order and in one process per run (``graphopt bench`` underneath):
 3. the torch rows (``--torch``): ResNet-50, BERT-base and GPT-2 small under torch eager and
    torch.compile (inductor), beside onnxruntime.
 
-Each run writes ``benchmarks/results/<run>/results.{json,md}`` and ``speedup.png``; then
-RESULTS.md is assembled from them and from the labelling and explanation benchmarks' Markdown
-snippets (``benchmarks/label/results/*.md``, ``benchmarks/explain/results/*.md``) when those
-exist. ``--only taso,modern`` reruns some runs; ``--render`` only reassembles RESULTS.md from
-the stored JSON. Use a quiet machine: the A/A control column shows how quiet it was.
+4. the search algorithms side by side on the ``taso`` suite (:mod:`benchmarks.search_compare`);
+5. where onnxruntime spends its time on the ``taso`` suite (:mod:`benchmarks.profile_ops`).
+
+Each run writes ``benchmarks/results/<run>/results.{json,md}`` (and ``speedup.png`` for the
+suites); then RESULTS.md is assembled from them, from the cost models' ranking benchmark
+(``benchmarks/results/cost_rank.md``) and from the labelling and explanation benchmarks'
+Markdown snippets (``benchmarks/label/results/*.md``, ``benchmarks/explain/results/*.md``)
+when those exist. ``--only taso,modern`` reruns some runs; ``--render`` only reassembles
+RESULTS.md from the stored results. Use a quiet machine: the A/A control column shows how
+quiet it was.
 """
 
 from __future__ import annotations
@@ -42,6 +47,15 @@ RUNS: dict[str, tuple[str, dict]] = {
     ),
 }  # fmt: skip
 
+#: Runs that are scripts of their own: name -> (module, arguments).
+SCRIPTS: dict[str, tuple[str, list[str]]] = {
+    "search": ("benchmarks.search_compare", ["--suite", "taso"]),
+    "profile": ("benchmarks.profile_ops", ["--suite", "taso"]),
+}
+
+#: Markdown files written by other benchmark scripts, included when present.
+EXTRA_SECTIONS = (RESULTS_DIR / "cost_rank.md",)
+
 SNIPPET_DIRS = {
     "Labelling": HERE / "label" / "results",
     "Explanation": HERE / "explain" / "results",
@@ -49,7 +63,7 @@ SNIPPET_DIRS = {
 
 HEADER = """# Benchmark results
 
-Regenerate with `python -m benchmarks.results` (about 45 minutes on 2 cores; each section
+Regenerate with `python -m benchmarks.results` (about an hour on 2 cores; each section
 names the machine and the protocol it ran with). Speedups are over the unmodified model on
 onnxruntime at ORT_ENABLE_ALL, measured in one process, interleaved, as the median of
 per-round ratios (ANCHORS.md); the bracket is the interquartile range of those ratios, and the
@@ -61,8 +75,14 @@ only to the transformer families it knows (bert, gpt2, t5, vit ...).
 """
 
 
-def run(name: str) -> dict:
-    """Run one entry of :data:`RUNS`, writing its folder under benchmarks/results."""
+def run(name: str) -> dict | None:
+    """Run one entry of :data:`RUNS` or :data:`SCRIPTS`, writing under benchmarks/results."""
+    if name in SCRIPTS:
+        import importlib
+
+        module, args = SCRIPTS[name]
+        importlib.import_module(module).main(args)
+        return None
     title, kwargs = RUNS[name]
     out = RESULTS_DIR / name
     config = BenchConfig(out=out, **kwargs)
@@ -94,6 +114,11 @@ def render() -> str:
         section = _section(name)
         if section:
             parts.append(section)
+    for name in SCRIPTS:
+        path = RESULTS_DIR / name / "results.md"
+        if path.exists():
+            parts.append(path.read_text())
+    parts.extend(p.read_text() for p in EXTRA_SECTIONS if p.exists())
     for title, folder in SNIPPET_DIRS.items():
         snippets = sorted(folder.glob("*.md")) if folder.is_dir() else []
         if snippets:
@@ -104,14 +129,17 @@ def render() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", help="comma-separated runs to redo: " + ", ".join(RUNS))
+    parser.add_argument(
+        "--only", help="comma-separated runs to redo: " + ", ".join([*RUNS, *SCRIPTS])
+    )
     parser.add_argument("--render", action="store_true", help="only reassemble RESULTS.md")
     args = parser.parse_args(argv)
     if not args.render:
-        names = args.only.split(",") if args.only else list(RUNS)
-        unknown = [n for n in names if n not in RUNS]
+        known = [*RUNS, *SCRIPTS]
+        names = args.only.split(",") if args.only else known
+        unknown = [n for n in names if n not in known]
         if unknown:
-            parser.error(f"unknown run {unknown[0]!r}; runs: {', '.join(RUNS)}")
+            parser.error(f"unknown run {unknown[0]!r}; runs: {', '.join(known)}")
         for name in names:
             run(name)
     RESULTS_MD.write_text(render())
