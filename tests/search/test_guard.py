@@ -1,7 +1,8 @@
 """The guard: the rule search's result is kept only when measured faster than the clean-up's.
 
-The decision is tested with the timing replaced by fixed figures (tests never depend on
-wall-clock time); one test runs the real timing and checks only that it ran and decided.
+The decision is tested with the measurement replaced by fixed figures (tests never depend on
+wall-clock time); the tests marked ``real_guard`` run the real timing and check only that it
+ran and decided.
 """
 
 from __future__ import annotations
@@ -16,27 +17,21 @@ from test_search import _mlp  # the shared test model
 
 import optimizer
 from optimizer import api, runtime
-from optimizer.cost import rerank as rerank_module
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-class FakeRanked:
-    def __init__(self, speedup: float) -> None:
-        self.speedup = speedup
-
-
 @pytest.fixture
 def measured(monkeypatch):
-    """Replace the end-to-end timing by a fixed speedup; records the calls."""
+    """Replace the guard's measurement by a fixed speedup; records the calls."""
     calls = []
 
     def fake(speedup):
-        def rerank(candidates, reference, **kwargs):
-            calls.append((candidates, reference))
-            return [FakeRanked(speedup)]
+        def measure(cleaned, rewritten, options):
+            calls.append((cleaned, rewritten))
+            return speedup
 
-        monkeypatch.setattr(rerank_module, "rerank", rerank)
+        monkeypatch.setattr(api, "measure_speedup", measure)
         return calls
 
     return fake
@@ -98,6 +93,7 @@ def test_nothing_to_guard_when_the_search_rewrote_nothing(measured):
     assert calls == []
 
 
+@pytest.mark.real_guard
 def test_real_timing_runs_and_decides(tmp_path):
     src = tmp_path / "m.onnx"
     onnx.save(_mlp(2), src)
