@@ -120,10 +120,11 @@ def render() -> str:
             parts.append(path.read_text())
     parts.extend(p.read_text() for p in EXTRA_SECTIONS if p.exists())
     for title, folder in SNIPPET_DIRS.items():
-        snippets = sorted(folder.glob("*.md")) if folder.is_dir() else []
-        if snippets:
-            parts.append(f"## {title}\n")
-            parts.extend(p.read_text().rstrip() + "\n" for p in snippets)
+        # A module's combined snippet (RESULTS_*.md) stands for its parts when it exists.
+        snippets = sorted(folder.glob("RESULTS_*.md")) or sorted(folder.glob("*.md"))
+        if snippets and not snippets[0].name.startswith("RESULTS_"):
+            parts.append(f"## {title}\n")  # loose snippets: give them a heading
+        parts.extend(p.read_text().rstrip() + "\n" for p in snippets)
     return "\n".join(parts)
 
 
