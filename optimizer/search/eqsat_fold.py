@@ -1,0 +1,126 @@
+"""Constant folding inside an e-graph (egg's constant-folding analysis, on onnxruntime).
+
+A rewrite often computes a new weight from constants (``Mul(w, s)``, ``Pad(w, ...)``,
+``Concat(w1, w2)``); rules whose ``where`` clause asks ``is_const(w)`` can only use it once it
+is a constant. :class:`ConstantFolder` finds e-nodes that are foldable (as
+:func:`optimizer.cost.foldable` says) and whose input classes all hold a constant, evaluates
+them in one onnxruntime session per round (:func:`optimizer.passes.fold.fold_constants`, so
+values are what the runtime computes) and merges each result into its class, whose
+representative then becomes the constant. A batch the runtime refuses is bisected, so one bad
+node does not block the rest.
+"""
+
+from __future__ import annotations
+
+import time
+
+from optimizer.cost import foldable
+from optimizer.ir import Graph, ModelMeta, Node, TensorType, Value
+from optimizer.ir.types import num_elements
+from optimizer.passes.fold import DEFAULT_SIZE_LIMIT, fold_constants
+from optimizer.search.egraph import EGraph
+
+__all__ = ["FOLD_TENSOR_BYTES", "FOLD_TOTAL_BYTES", "FOLDED", "ConstantFolder"]
+
+#: Largest tensor one folding may create, and the most bytes folding may add in one search.
+FOLD_TENSOR_BYTES = DEFAULT_SIZE_LIMIT
+FOLD_TOTAL_BYTES = 256 * 1024 * 1024
+#: Folding rounds per iteration (a rewrite's constant chain folds one level per round), and
+#: onnxruntime sessions per round (a batch that fails is bisected to skip the bad node).
+_FOLD_ROUNDS = 8
+_FOLD_SESSIONS = 24
+#: ``ENode.origin`` of folded constants.
+FOLDED = -2
+
+
+class ConstantFolder:
+    """Folds an e-graph's constant computations as they appear (see the module docstring)."""
+
+    def __init__(self, eg: EGraph, meta: ModelMeta) -> None:
+        self.eg = eg
+        self.meta = meta
+        self.folded = 0  # results merged into classes
+        self.bytes = 0  # bytes of the constants created
+        self._tried: set[int] = set()
+
+    def run(self, deadline: float) -> None:
+        """Fold what became foldable, round after round, until ``deadline``."""
+        for _ in range(_FOLD_ROUNDS):
+            if time.perf_counter() >= deadline or self.bytes >= FOLD_TOTAL_BYTES:
+                return
+            batch = self._candidates()
+            if not batch:
+                return
+            sessions = [0]
+            folded = self._evaluate(batch, sessions)
+            self.eg.rebuild()
+            if not folded:
+                return
+
+    def _candidates(self) -> list[tuple[int, Node]]:
+        """Foldable e-nodes whose inputs all have constants and whose outputs have none yet,
+        each rebuilt over those constants."""
+        eg = self.eg
+        batch = []
+        for e in eg.iter_enodes():
+            if e in self._tried:
+                continue
+            enode = eg.enodes[e]
+            node = enode.node
+            if not foldable(node):
+                self._tried.add(e)
+                continue
+            kids = eg.kid_classes(e)
+            consts = [None if k is None else eg.klass(k).const for k in kids]
+            if any(k is not None and c is None for k, c in zip(kids, consts, strict=True)):
+                continue  # not yet: an input may become constant later
+            self._tried.add(e)
+            if all(eg.klass(o).const is not None for o in enode.outs):
+                continue
+            size = sum(_static_bytes(v) or 0 for v in node.outputs)
+            if size > FOLD_TENSOR_BYTES or self.bytes + size > FOLD_TOTAL_BYTES:
+                continue
+            same = all(a is b for a, b in zip(consts, node.inputs, strict=True))
+            batch.append((e, node if same else node.with_inputs(consts)))
+        return batch
+
+    def _evaluate(self, batch: list[tuple[int, Node]], sessions: list[int]) -> int:
+        """Evaluate ``batch`` in one onnxruntime session and merge each result into its class;
+        a batch that the runtime refuses as a whole is bisected."""
+        if sessions[0] >= _FOLD_SESSIONS or self.bytes >= FOLD_TOTAL_BYTES:
+            return 0
+        sessions[0] += 1
+        eg = self.eg
+        outputs = [v for _, node in batch for v in node.outputs]
+        names = tuple(f"fold{i}" for i in range(len(outputs)))
+        probe = Graph((), tuple(outputs), names, meta=self.meta)
+        try:
+            result = fold_constants(probe, size_limit=FOLD_TENSOR_BYTES)
+        except Exception:  # noqa: BLE001 - folding is an optimisation: skip what fails
+            result = probe
+        if not any(v.is_constant for v in result.outputs):
+            if len(batch) == 1:
+                return 0
+            half = len(batch) // 2
+            return self._evaluate(batch[:half], sessions) + self._evaluate(batch[half:], sessions)
+        count = 0
+        values = iter(result.outputs)
+        for e, node in batch:
+            for i in range(len(node.outputs)):
+                value = next(values)
+                if not value.is_constant:
+                    continue
+                self.bytes += value.constant.nbytes  # type: ignore[union-attr]
+                c = eg.add(value, origin=FOLDED)
+                eg.union(eg.enodes[e].outs[i], c)
+                count += 1
+        self.folded += count
+        return count
+
+
+def _static_bytes(value: Value) -> int | None:
+    t = value.type
+    if not isinstance(t, TensorType) or t.shape is None:
+        return None
+    count = num_elements(t.shape)
+    return None if count is None else int(count * (t.dtype.itemsize or 8))

@@ -1,0 +1,359 @@
+"""E-matching: finding a rule's patterns in an :class:`~optimizer.search.egraph.EGraph`.
+
+The semantics are those of :mod:`optimizer.rewrite.match` lifted from values to e-classes:
+
+- an ``Op`` pattern matches an e-node of the same op, domain, input count and attributes
+  (attribute matching is the graph matcher's own, :meth:`_Matcher.attributes`); its argument
+  patterns match the e-node's input *classes*, where a nested ``Op`` may match any member
+  e-node of that class, so one match may combine nodes that no single graph holds together;
+- a tensor ``Var`` binds a class, and a repeated one must bind the same class (equality in the
+  e-graph, not just object identity); ``where`` clauses and rewrites see the class's
+  representative value (a constant when the class holds one);
+- a ``Literal`` matches a class holding a constant filled with it;
+- commutative ops match their inputs in any order;
+- several roots (multi-pattern rules, as Tensat's): each later root is an e-node that no
+  earlier part of the match matched, looked for among the readers of classes already bound.
+  Unlike in a graph, no check that bound variables do not depend on a root is needed: the
+  rule's equation holds whatever reads what, and extraction keeps the chosen graph acyclic.
+
+Enumeration is bounded by the caller (``limit``), since a pattern of depth ``d`` over classes
+of ``k`` members has up to ``k ** d`` matches.
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from optimizer.ir import REGISTRY, Node, Value
+from optimizer.rewrite.expr import evaluate, literal_matches
+from optimizer.rewrite.match import _Matcher
+from optimizer.rewrite.rule import Literal, Op, Pattern, Rule, Var
+from optimizer.search.egraph import EGraph
+
+__all__ = ["EMatch", "EMatcher", "is_commutative", "pattern_depth"]
+
+#: Largest number of inputs of a commutative op whose every order is tried (as the matcher).
+_MAX_PERMUTED_INPUTS = 4
+
+
+@dataclass(frozen=True)
+class EMatch:
+    """One match in an e-graph: bound classes, attribute values, the classes of the roots
+    (in ``rule.outputs`` order) and the e-nodes the ``Op`` patterns matched."""
+
+    rule: Rule
+    tensors: dict[str, int]
+    attrs: dict[str, Any]
+    roots: tuple[int, ...]
+    enodes: tuple[int, ...]
+
+    def key(self, eg: EGraph) -> tuple:
+        """Identity of the match up to the e-graph's current equalities."""
+        return (
+            self.rule.name,
+            tuple(eg.find(c) for c in self.roots),
+            tuple(sorted((k, eg.find(c)) for k, c in self.tensors.items())),
+            tuple(sorted(eg.live(e) for e in self.enodes)),
+        )
+
+
+_MISSING = object()
+
+
+class _State:
+    """Bindings of a partial match (copied on extension: patterns are small)."""
+
+    __slots__ = ("tensors", "attrs", "calls", "enodes")
+
+    def __init__(self, tensors=None, attrs=None, calls=None, enodes=()) -> None:
+        self.tensors: dict[str, int] = tensors or {}
+        self.attrs: dict[str, Any] = attrs or {}
+        self.calls: dict[int, int] = calls or {}
+        self.enodes: tuple[int, ...] = enodes
+
+
+class _OpsetContext:
+    """What :meth:`_Matcher.attributes` reads of a graph context: the opset per domain."""
+
+    def __init__(self, opset_of) -> None:
+        self.opset_of = opset_of
+
+
+def pattern_depth(rule: Rule) -> int:
+    """Levels of ``Op`` patterns under the first root, counting Var/Literal leaves as a level
+    (a change that deep below a root e-node can change the rule's matches there)."""
+
+    def depth(p: Pattern) -> int:
+        if isinstance(p, Op):
+            return 1 + max((depth(a) for a in p.args), default=0)
+        return 1 if isinstance(p, (Var, Literal)) else 0
+
+    return depth(rule.match[0])
+
+
+class EMatcher:
+    """Matches one rule's patterns in an e-graph (see the module docstring)."""
+
+    def __init__(self, eg: EGraph, rule: Rule, opset_of) -> None:
+        self.eg = eg
+        self.rule = rule
+        # The graph matcher's attribute and matchability checks, so both agree exactly.
+        self._graph_matcher = _Matcher(rule, _OpsetContext(opset_of))  # type: ignore[arg-type]
+        self._conjuncts = _conjuncts(rule)
+        self._all = (1 << len(self._conjuncts)) - 1
+        self._verdicts: dict[tuple, bool] = {}
+        self._local: dict[tuple[int, int], Any] = {}
+
+    # ------------------------------------------------------------------ single patterns
+
+    def value(self, p: Pattern, c: int | None, st: _State) -> Iterator[_State]:
+        if isinstance(p, Var):
+            if p.name == "_":
+                yield st
+            elif c is None:
+                return
+            elif p.name in st.tensors:
+                if self.eg.find(st.tensors[p.name]) == c:
+                    yield st
+            else:
+                yield _State({**st.tensors, p.name: c}, st.attrs, st.calls, st.enodes)
+        elif isinstance(p, Literal):
+            const = None if c is None else self.eg.klass(c).const
+            if const is not None and literal_matches(const, p):
+                yield st
+        elif isinstance(p, Op) and c is not None:
+            for e in self.eg.members(c):
+                yield from self.op(p, e, c, st)
+
+    def op(self, p: Op, e: int, c: int | None, st: _State) -> Iterator[_State]:
+        """Matches of ``p`` rooted at e-node ``e`` (whose output ``p.index`` must lie in class
+        ``c`` when ``c`` is given). The e-graph must be rebuilt (its e-nodes' input classes
+        canonical), as it is between saturation's write phases."""
+        eg = self.eg
+        enode = eg.enodes[e]
+        if enode.node.op != p.op:
+            return
+        outs = enode.outs
+        if p.index >= len(outs) or (c is not None and eg.find(outs[p.index]) != c):
+            return
+        bound = st.calls.get(p.call)
+        if bound is not None:
+            if eg.live(bound) == e:
+                yield st  # another output of an already matched call
+            return
+        local = self._local.get((p.call, e), _MISSING)
+        if local is _MISSING:
+            local = self._local[(p.call, e)] = self._local_match(p, e)
+        if local is None:
+            return
+        attrs, orders = local
+        for name, v in attrs.items():
+            if name in st.attrs and not _same_attr(st.attrs[name], v):
+                return
+        merged = {**st.attrs, **attrs} if attrs else st.attrs
+        st = _State(st.tensors, merged, {**st.calls, p.call: e}, st.enodes + (e,))
+        for order in orders:
+            yield from self.args(p.args, order, st)
+
+    def _local_match(self, p: Op, e: int) -> tuple[dict[str, Any], list[tuple]] | None:
+        """What ``p`` needs of e-node ``e`` alone: its attribute bindings and the orders of its
+        input classes to try, or None when op, domain, arity or attributes rule it out.
+        Cached until :meth:`forget`: input classes change when the e-graph does."""
+        node = self.eg.enodes[e].node
+        if _norm(node.domain) != _norm(p.domain) or not self._graph_matcher.matchable(node):
+            return None
+        kids = self.eg.kid_classes(e)[: len(node.inputs)]
+        end = len(kids)
+        while end and kids[end - 1] is None:
+            end -= 1
+        if end != len(p.args):
+            return None
+        attrs = self._graph_matcher.attributes(p, node)
+        if attrs is None:
+            return None
+        return attrs, _orders(node, kids[:end])
+
+    def forget(self) -> None:
+        """Drop what :meth:`_local_match` cached (call after the e-graph changed)."""
+        self._local.clear()
+
+    def args(self, pats, classes, st: _State) -> Iterator[_State]:
+        if not pats:
+            yield st
+            return
+        for nxt in self.value(pats[0], classes[0], st):
+            yield from self.args(pats[1:], classes[1:], nxt)
+
+    # ------------------------------------------------------------------ whole rules
+
+    def matches(self, roots: list[int], deadline: float | None = None) -> Iterator[EMatch]:
+        """Matches whose first root is one of the e-nodes ``roots`` (in their order); stops
+        early once ``deadline`` (perf_counter) has passed."""
+        first = self.rule.match[0]
+        assert isinstance(first, Op)
+        for i, e in enumerate(roots):
+            if deadline is not None and i % 32 == 31 and time.perf_counter() >= deadline:
+                return
+            if not self.eg.enodes[e].alive or first.index >= len(self.eg.enodes[e].outs):
+                continue
+            root = self.eg.find(self.eg.enodes[e].outs[first.index])
+            for st in self.op(first, e, root, _State()):
+                yield from self._more_roots(1, st, (root,), 0)
+
+    def _more_roots(
+        self, k: int, st: _State, roots: tuple[int, ...], done: int
+    ) -> Iterator[EMatch]:
+        rule = self.rule
+        # Test each conjunct of the where clause as soon as the roots so far bind all of its
+        # variables: a multi-root rule then prunes before it joins the next root.
+        done = self._check(st, done)
+        if done < 0:
+            return
+        if k == len(rule.match):
+            yield EMatch(rule, dict(st.tensors), dict(st.attrs), roots, st.enodes)
+            return
+        p = rule.match[k]
+        if not isinstance(p, Op):
+            return
+        for e in self._candidates(p, st):
+            if p.index >= len(self.eg.enodes[e].outs):
+                continue
+            root = self.eg.find(self.eg.enodes[e].outs[p.index])
+            if root in roots:
+                continue
+            for nxt in self.op(p, e, root, st):
+                yield from self._more_roots(k + 1, nxt, roots + (root,), done)
+
+    def _candidates(self, p: Op, st: _State) -> list[int]:
+        """E-nodes a later root may match: readers (``depth`` levels up) of a bound class."""
+        eg = self.eg
+        bound = st.calls.get(p.call)
+        if bound is not None:
+            return [eg.live(bound)]
+        best: list[int] | None = None
+        for anchor, depth in _anchors(p, st, eg):
+            found = self._readers(anchor, depth)
+            if best is None or len(found) < len(best):
+                best = found
+        if best is None:
+            best = eg.by_op(p.domain, p.op)
+        taken = {eg.live(e) for e in st.calls.values()}
+        return [
+            e
+            for e in best
+            if eg.enodes[e].node.op == p.op and p.index < len(eg.enodes[e].outs) and e not in taken
+        ]
+
+    def _readers(self, c: int, depth: int) -> list[int]:
+        """E-nodes that read class ``c`` through exactly ``depth`` >= 1 edges."""
+        classes = {self.eg.find(c)}
+        found: set[int] = set()
+        for _ in range(depth):
+            found = {p for k in classes for p in self.eg.parents(k)}
+            classes = {self.eg.find(o) for e in found for o in self.eg.enodes[e].outs}
+        return sorted(found)
+
+    def _check(self, st: _State, done: int) -> int:
+        """Evaluate the conjuncts not yet in ``done`` (a bit mask) whose variables ``st``
+        binds; the new mask, or -1 when one is false or cannot be evaluated."""
+        if done == self._all:
+            return done
+        env: dict[str, Any] | None = None
+        for i, (tree, names) in enumerate(self._conjuncts):
+            if done >> i & 1 or not all(n in st.tensors or n in st.attrs for n in names):
+                continue
+            key = (i,) + tuple(
+                id(self.eg.rep(st.tensors[n])) if n in st.tensors else repr(st.attrs[n])
+                for n in names
+            )
+            ok = self._verdicts.get(key)
+            if ok is None:  # representatives live in the e-graph: their ids are stable
+                if env is None:
+                    env = {**st.attrs, **{k: self.eg.rep(c) for k, c in st.tensors.items()}}
+                try:
+                    ok = bool(evaluate(tree, env))
+                except Exception:  # noqa: BLE001 - RuleEvalError and friends: no match
+                    ok = False
+                self._verdicts[key] = ok
+            if not ok:
+                return -1
+            done |= 1 << i
+        return done
+
+    def tensor_values(self, match: EMatch) -> dict[str, Value]:
+        """The representative value of each bound class."""
+        return {k: self.eg.rep(c) for k, c in match.tensors.items()}
+
+    def nodes(self, match: EMatch) -> frozenset[Node]:
+        """The IR nodes of the matched e-nodes."""
+        return frozenset(self.eg.enodes[e].node for e in match.enodes)
+
+
+def _anchors(p: Op, st: _State, eg: EGraph, depth: int = 0) -> Iterator[tuple[int, int]]:
+    """Classes already bound inside ``p``, with their depth below its root."""
+    if depth > 0 and p.call in st.calls:
+        outs = eg.enodes[eg.live(st.calls[p.call])].outs
+        if p.index < len(outs):
+            yield outs[p.index], depth
+        return
+    for a in p.args:
+        if isinstance(a, Var) and a.name in st.tensors:
+            yield st.tensors[a.name], depth + 1
+        elif isinstance(a, Op):
+            yield from _anchors(a, st, eg, depth + 1)
+
+
+def _conjuncts(rule: Rule) -> list[tuple[ast.expr, tuple[str, ...]]]:
+    """The where clause's top-level ``and`` terms, each with the rule variables it reads."""
+    if rule.where is None:
+        return []
+    terms: list[ast.expr] = []
+
+    def split(tree: ast.expr) -> None:
+        if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And):
+            for v in tree.values:
+                split(v)
+        else:
+            terms.append(tree)
+
+    split(rule.where.tree)
+    known = set(rule.variables()) | set(rule.attr_variables())
+    out = []
+    for term in terms:
+        names = {n.id for n in ast.walk(term) if isinstance(n, ast.Name) and n.id in known}
+        out.append((term, tuple(sorted(names))))
+    return out
+
+
+def is_commutative(domain: str, op: str) -> bool:
+    """Whether the registry marks ``op`` commutative (cached)."""
+    found = _COMMUTATIVE.get((domain, op))
+    if found is None:
+        opdef = REGISTRY.lookup(domain, op)
+        found = _COMMUTATIVE[(domain, op)] = opdef is not None and opdef.commutative
+    return found
+
+
+_COMMUTATIVE: dict[tuple[str, str], bool] = {}
+
+
+def _orders(node: Node, kids: tuple) -> list[tuple]:
+    n = len(kids)
+    if n < 2 or n > _MAX_PERMUTED_INPUTS or not is_commutative(node.domain, node.op):
+        return [kids]
+    return list(dict.fromkeys(itertools.permutations(kids)))
+
+
+def _same_attr(a: Any, b: Any) -> bool:
+    from optimizer.rewrite.match import _attr_same
+
+    return _attr_same(a, b)
+
+
+def _norm(domain: str) -> str:
+    return "" if domain in ("", "ai.onnx") else domain
