@@ -3,6 +3,12 @@
 A cost model is node-additive (:class:`CostModel`): the cost of a graph is the sum of
 ``node_cost`` over its nodes that constant folding would not remove (``free_nodes``). That lets
 a search price a rewrite from the nodes it adds and removes alone.
+
+- :class:`AnalyticCost` (``analytic``): FLOPs, bytes written and a per-kernel overhead, in
+  FLOP-equivalents, or in seconds once calibrated on the machine (``calibrate``);
+- ``measured.MeasuredCost``: each distinct op signature timed alone on onnxruntime, cached;
+- ``fusion.OrtFusionCost``: wraps either so that ops onnxruntime fuses are nearly free;
+- ``rerank``: the best candidates timed as whole models (and the optimizer's guard).
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ from optimizer.cost.analytic import LAUNCH_OVERHEAD, AnalyticCost, foldable
 from optimizer.ir import Graph, Node
 
 __all__ = ["LAUNCH_OVERHEAD", "AnalyticCost", "CostModel", "foldable"]
+
+# The measured model, calibration and re-ranking load onnxruntime: import them from their
+# modules (optimizer.cost.measured, .calibrate, .rerank) where needed.
 
 
 @runtime_checkable

@@ -87,5 +87,8 @@ class OrtFusionCost:
         return sum(self.node_cost(n) for n in order if n not in free)
 
     def __call__(self, graph: Graph) -> float:
+        bind = getattr(self.base, "bind", None)
+        if bind is not None:
+            bind(graph)  # models that build nodes (measured) need the graph's opsets
         return self.total(context(graph).order)
 

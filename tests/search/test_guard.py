@@ -101,3 +101,19 @@ def test_real_timing_runs_and_decides(tmp_path):
     assert report.guard.kept in (api.REWRITTEN, api.CLEANED)
     assert report.guard.speedup is not None and np.isfinite(report.guard.speedup)
     assert runtime.compare_models(src, tmp_path / "o.onnx").ok
+
+
+def test_a_rewritten_model_onnxruntime_cannot_time_is_not_kept(tmp_path, monkeypatch):
+    # The check runs with onnxruntime's optimizations off; the guard at ORT_ENABLE_ALL is
+    # where a model that users could not load shows up: the clean-up result is written.
+    from optimizer.errors import CheckUnavailableError
+
+    def refuse(cleaned, rewritten, options):
+        raise CheckUnavailableError("onnxruntime cannot load candidate 0: Node input is bad")
+
+    monkeypatch.setattr(api, "measure_speedup", refuse)
+    src = tmp_path / "m.onnx"
+    onnx.save(_mlp(2), src)
+    report = optimizer.optimize_file(src, tmp_path / "o.onnx")
+    assert report.guard.kept == api.CLEANED and "cannot load" in report.guard.reason
+    assert _ops(tmp_path / "o.onnx") == _ops(src)

@@ -141,7 +141,8 @@ def test_ocggs_dp_matches_locally_instead_of_matching_every_graph(monkeypatch):
         current["name"] = name
         results[name] = algorithm(fn)(graph, default_rules(), _cost(), Budget(max_depth=3))
     assert results["dp"][1].cost_after == pytest.approx(results["prune"][1].cost_after)
-    assert full_matchings["dp"] == 1  # only the root is matched whole
+    # Only the root of each restarting slice is matched whole.
+    assert full_matchings["dp"] == results["dp"][1].extra["slices"]
     assert full_matchings["prune"] > full_matchings["dp"]
 
 
