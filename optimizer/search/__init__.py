@@ -9,7 +9,8 @@ Every algorithm has the signature of :data:`~optimizer.search.base.SearchFn`,
 - ``ocggs``: OCGGS's dynamic programming with pruning (``ocggs-prune``: the pruning-based
   exact search alone; ``ocggs-sample``: the polynomial sampling heuristic);
 - ``eqsat``: equality saturation over an e-graph, extraction by ILP;
-- ``auto`` (the default): picked per graph size (:func:`choose`).
+- ``auto`` (the default): picked per graph (:func:`choose`);
+- ``A>B``: ``A``, then ``B`` from ``A``'s result, sharing the time limit.
 
 :func:`run_search` is what the ``apply-rules`` pass calls: the algorithm, then constant folding
 (rules with ``is_const`` conditions see the weights earlier rewrites computed), for a few rounds
@@ -25,7 +26,7 @@ from dataclasses import replace
 
 from optimizer.cost import AnalyticCost, CostModel
 from optimizer.ir import Graph
-from optimizer.rewrite.match import MatchIndex, context
+from optimizer.rewrite.match import MatchIndex
 from optimizer.search.backtrack import taso
 from optimizer.search.base import Budget, SearchFn, SearchTrace, TraceStep
 from optimizer.search.greedy import greedy
@@ -42,8 +43,8 @@ __all__ = [
     "run_search",
 ]
 
-#: Graphs up to this many nodes are searched exactly by OCGGS's DP; larger ones piecewise.
-EXACT_LIMIT = 80
+#: Share of the time limit the first search of a sequence ``A>B`` gets at most.
+FIRST_SHARE = 0.3
 
 
 def _eqsat() -> SearchFn:
@@ -63,18 +64,39 @@ ALGORITHMS: dict[str, Callable[[], SearchFn]] = {
 NAMES: tuple[str, ...] = ("auto", *ALGORITHMS)
 
 
-def _size(graph: Graph) -> int:
-    return sum(1 for n in context(graph).order if not n.is_source)
-
-
 def choose(graph: Graph, budget: Budget) -> str:
-    """The algorithm ``auto`` runs on ``graph``: OCGGS's exact DP on small graphs, the same
-    piecewise on larger ones (each part small enough to search exactly)."""
-    return "ocggs" if _size(graph) <= EXACT_LIMIT else "ocggs+partition"
+    """The algorithm ``auto`` runs on ``graph``: greedy (fast, takes every plain improvement),
+    then equality saturation from its result (the multi-step rewrites greedy cannot see;
+    it matched or beat every other algorithm on the taso suite, benchmarks/RESULTS.md)."""
+    return "greedy>eqsat"
+
+
+def _sequence(first: SearchFn, second: SearchFn, name: str) -> SearchFn:
+    def search(
+        graph: Graph, rules: MatchIndex, cost: CostModel, budget: Budget
+    ) -> tuple[Graph, SearchTrace]:
+        start = time.perf_counter()
+        graph, a = first(graph, rules, cost, replace(budget, time_limit=budget.time_limit
+                                                     * FIRST_SHARE))  # fmt: skip
+        left = max(budget.time_limit - (time.perf_counter() - start), 0.0)
+        graph, b = second(graph, rules, cost, replace(budget, time_limit=left))
+        return graph, SearchTrace(
+            algorithm=name, cost_before=a.cost_before, cost_after=b.cost_after,
+            seconds=time.perf_counter() - start, explored=a.explored + b.explored,
+            stopped_by=b.stopped_by, steps=[*a.steps, *b.steps],
+            extra={a.algorithm: a.extra, b.algorithm: b.extra},
+        )  # fmt: skip
+
+    search.__name__ = name
+    return search
 
 
 def algorithm(name: str) -> SearchFn:
-    """The search function registered as ``name`` (``NAME+partition`` runs it piecewise)."""
+    """The search function registered as ``name``: ``NAME+partition`` runs it piecewise,
+    ``A>B`` runs ``B`` from ``A``'s result."""
+    if ">" in name:
+        first, _, second = name.partition(">")
+        return _sequence(algorithm(first), algorithm(second), name)
     base, _, suffix = name.partition("+")
     if base not in ALGORITHMS or suffix not in ("", "partition"):
         raise ValueError(f"unknown search algorithm {name!r}; known: {', '.join(NAMES)}")

@@ -168,9 +168,14 @@ def test_partitioned_search_stays_inside_parts_then_crosses():
     assert runtime.compare_models(proto, onnx_io.to_proto(result)).ok
 
 
-def test_auto_picks_by_graph_size():
-    assert choose(imported(_mlp(2)), Budget()) == "ocggs"
-    assert choose(imported(_mlp(30)), Budget()) == "ocggs+partition"
+def test_auto_runs_greedy_then_equality_saturation():
+    assert choose(imported(_mlp(2)), Budget()) == "greedy>eqsat"
+    graph = imported(_mlp(2))
+    result, trace = algorithm("greedy>eqsat")(graph, default_rules(), _cost(), Budget())
+    assert trace.algorithm == "greedy>eqsat" and set(trace.extra) == {"greedy", "eqsat"}
+    assert trace.cost_after <= trace.cost_before and _cost()(result) == pytest.approx(
+        trace.cost_after
+    )
 
 
 def test_unknown_algorithm_is_refused():
