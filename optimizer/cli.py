@@ -132,6 +132,13 @@ def optimize(
         str, typer.Option(help="What the search minimises: analytic or measured.")
     ] = "analytic",
     seed: Annotated[int, typer.Option(help="Seed of searches that sample.")] = 0,
+    guard: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the rewrites only when measured faster than the clean-up result on "
+            "onnxruntime."
+        ),
+    ] = True,
     report_file: Annotated[
         Path | None,
         typer.Option("--report", help="Write the run's report (with the search trace) as JSON."),
@@ -158,6 +165,7 @@ def optimize(
             time_limit=time_limit,
             cost_model=cost_model,
             seed=seed,
+            guard=guard,
         )
         if report_file is not None and report_file.suffix.lower() != ".json":
             raise GraphoptError(f"--report {report_file}: only .json reports are written")
@@ -210,6 +218,8 @@ def _print_report(report) -> None:
             f"guard: the rewritten model measured {report.guard.speedup:.3f}x the clean-up "
             f"result's speed on onnxruntime; kept the {report.guard.kept} model"
         )
+    elif report.guard is not None and report.guard.kept == "cleaned":
+        out.print(f"guard: kept the cleaned model ({report.guard.reason})", markup=False)
     out.print(f"took {report.seconds:.2f} s; {checked}")
 
 
