@@ -551,3 +551,33 @@ def test_script_bad_input_is_one_line(tmp_path):
     assert proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("graphopt: error: t.onnx:")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.onnx"]
+
+
+@pytest.mark.parametrize("search", ["greedy", "taso", "ocggs", "ocggs-sample", "eqsat", "auto"])
+def test_optimize_search_writes_a_report_with_the_trace(example, tmp_path, search):
+    report = tmp_path / "run.json"
+    result = invoke("optimize", example, "-o", tmp_path / "o.onnx", "--search", search,
+                    "--time-limit", "5", "--report", report)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(report.read_text())
+    trace = data["search"]
+    assert trace["algorithm"] == ("greedy>eqsat" if search == "auto" else search)
+    assert trace["cost_after"] <= trace["cost_before"]
+    assert all({"rule", "nodes_matched", "cost_before", "cost_after"} <= set(s) for s in
+               trace["steps"])  # fmt: skip
+    assert data["guard"]["kept"] in ("rewritten", "cleaned")
+    assert invoke("check", example, tmp_path / "o.onnx").exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--search", "magic"], "unknown search algorithm 'magic'"),
+        (["--cost-model", "psychic"], "unknown cost model 'psychic'"),
+        (["--report", "run.txt"], "only .json reports"),
+    ],
+)
+def test_optimize_refuses_bad_search_options(example, tmp_path, args, message):
+    line = assert_one_line_error(invoke("optimize", example, "-o", tmp_path / "o.onnx", *args))
+    assert message in line
+    assert not (tmp_path / "o.onnx").exists()
