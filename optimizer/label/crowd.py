@@ -3,7 +3,9 @@
 - :func:`majority_vote`: the most frequent label (ties broken at random, seeded);
 - :func:`dawid_skene`: Dawid and Skene (1979), "Maximum likelihood estimation of observer
   error-rates using the EM algorithm": a class prior and one confusion matrix per annotator,
-  fitted by expectation-maximisation from the majority vote;
+  fitted by expectation-maximisation; by default a Bayesian (MAP) variant whose Dirichlet
+  prior pulls each confusion row towards the annotator's one-coin row, with the prior's
+  strength estimated by empirical Bayes, and a ``model="one-coin"`` option;
 - :func:`mace`: MACE (Hovy, Berg-Kirkpatrick, Vaswani and Hovy 2013, "Learning whom to trust
   with MACE"): each annotator answers knowingly with probability ``theta`` (their competence)
   and otherwise draws from a personal spam distribution; fitted by EM.
@@ -24,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import gammaln
 
 from optimizer.label.exceptions import LabelDataError
 
@@ -283,34 +287,79 @@ def _normalise_log(logp: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+#: Dawid-Skene's annotator models: a confusion matrix per annotator (shrunk towards one-coin by
+#: ``prior_strength``), or one accuracy per annotator with errors spread uniformly.
+DS_MODELS = ("confusion", "one-coin")
+#: Where Dawid-Skene's EM starts: the majority vote's vote shares, or a one-coin weighted vote.
+DS_INITS = ("majority", "weighted")
+
+
 def dawid_skene(
     crowd: CrowdLabels,
     *,
+    model: str = "confusion",
+    prior_strength: float | str = "auto",
+    init: str = "weighted",
     max_iter: int = 500,
     tol: float = 1e-6,
     smoothing: float = 0.01,
     seed: int = 0,
 ) -> Aggregation:
     """Dawid-Skene EM: class prior ``pi`` and per-annotator confusion matrices
-    ``theta[a, true, given]``, started from the majority vote's vote shares.
+    ``theta[a, true, given]``.
 
-    ``smoothing`` is a Dirichlet pseudo-count added to every confusion cell and prior entry
-    (keeps an annotator who never used a label from ruling it out with probability 0).
-    Stops when no posterior moves by more than ``tol``.
+    ``model="confusion"`` (default) fits one confusion matrix per annotator by maximum a
+    posteriori EM. Each row has a Dirichlet prior centred on the annotator's *one-coin*
+    matrix (their estimated accuracy on the diagonal, the rest spread evenly over the other
+    classes) with ``prior_strength`` pseudo-counts per row. A row seen a few dozen times is
+    pulled towards one-coin instead of fitting the noise in its off-diagonal cells; an
+    annotator with many labels in a row outweighs the prior, so real confusions (one who
+    writes 7 for 1) are still learned. ``prior_strength=0`` is the maximum-likelihood
+    Dawid-Skene of the 1979 paper; as it grows, the model tends to one-coin.
+
+    ``prior_strength="auto"`` (default) estimates the strength by empirical Bayes in every
+    M-step: the value that maximises the Dirichlet-multinomial marginal likelihood of the
+    rows' counts under the items' most probable classes. Errors spread evenly give a strength
+    at the top of the range (one-coin); systematic confusions give a few pseudo-counts per row.
+    The fitted value is in ``extra["prior_strength"]``.
+
+    ``model="one-coin"``: one accuracy per annotator, with errors uniform over the other
+    classes (the limit of an infinite ``prior_strength``).
+
+    ``init``: ``"weighted"`` (default) starts EM from the one-coin posterior of a vote weighted
+    by each annotator's agreement with the majority vote; ``"majority"`` starts from the
+    majority vote's vote shares. ``smoothing`` is a pseudo-count added to every confusion
+    cell and prior entry (keeps an annotator who never used a label from ruling it out with
+    probability 0). Stops when no posterior moves by more than ``tol``.
     """
+    if model not in DS_MODELS:
+        raise LabelDataError(
+            f"unknown Dawid-Skene model {model!r}: expected one of {', '.join(DS_MODELS)}"
+        )
+    if init not in DS_INITS:
+        raise LabelDataError(
+            f"unknown initialisation {init!r}: expected one of {', '.join(DS_INITS)}"
+        )
     num_classes = crowd.num_classes
-    posts = majority_vote(crowd, seed=seed).posteriors
+    auto = isinstance(prior_strength, str)
+    if auto and prior_strength != "auto":
+        raise LabelDataError(
+            f"prior_strength must be 'auto' or a number >= 0, not {prior_strength!r}"
+        )
+    strength = None if auto else float(prior_strength)
+    if strength is not None and not (np.isfinite(strength) and strength >= 0):
+        raise LabelDataError(f"prior_strength must be 'auto' or a number >= 0, not {strength}")
+    if init == "majority":
+        posts = majority_vote(crowd, seed=seed).posteriors
+    else:
+        posts = _weighted_vote(crowd, seed=seed)
     converged = False
     it = 0
+    fitted = 0.0
     prior = np.full(num_classes, 1.0 / num_classes)
     conf = np.zeros((crowd.num_annotators, num_classes, num_classes))
     for it in range(1, max_iter + 1):
-        # M-step: expected counts of (annotator, true class, given label).
-        prior = posts.sum(axis=0) + smoothing
-        prior /= prior.sum()
-        conf = np.full((crowd.num_annotators, num_classes, num_classes), float(smoothing))
-        np.add.at(conf, (crowd.annotators, slice(None), crowd.labels), posts[crowd.items])
-        conf /= conf.sum(axis=2, keepdims=True)
+        prior, conf, fitted = _ds_m_step(crowd, posts, model, strength, smoothing)
         # E-step: posterior over each item's true class.
         logp = np.tile(np.log(prior), (crowd.num_items, 1))
         np.add.at(logp, crowd.items, np.log(conf[crowd.annotators, :, crowd.labels]))
@@ -332,7 +381,102 @@ def dawid_skene(
         prior=prior,
         iterations=it,
         converged=converged,
+        extra={
+            "model": model,
+            "prior_strength": fitted,
+            "prior_strength_estimated": strength is None and model == "confusion",
+            "init": init,
+        },
     )
+
+
+def _one_coin(accuracy: np.ndarray, num_classes: int) -> np.ndarray:
+    """Annotators x true x given matrices: ``accuracy`` on the diagonal, the rest uniform."""
+    if num_classes == 1:
+        return np.ones((len(accuracy), 1, 1))
+    off = (1.0 - accuracy) / (num_classes - 1)
+    eye = np.eye(num_classes)
+    return accuracy[:, None, None] * eye + off[:, None, None] * (1.0 - eye)
+
+
+def _confusion_counts(
+    crowd: CrowdLabels, posts: np.ndarray, smoothing: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Counts of (annotator, true class, given label), each record weighted by its item's
+    posterior, and each annotator's one-coin matrix (accuracy: the share of their labels
+    that are right, with a Beta(smoothing, smoothing) pseudo-count)."""
+    num_classes = crowd.num_classes
+    counts = np.zeros((crowd.num_annotators, num_classes, num_classes))
+    np.add.at(counts, (crowd.annotators, slice(None), crowd.labels), posts[crowd.items])
+    right = np.einsum("acc->a", counts)
+    total = counts.sum(axis=(1, 2))
+    coin = _one_coin((right + smoothing) / (total + 2 * smoothing), num_classes)
+    return counts, coin
+
+
+def _ds_m_step(
+    crowd: CrowdLabels, posts: np.ndarray, model: str, strength: float | None, smoothing: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Class prior, confusion matrices and prior strength given the posteriors over the true
+    classes (``strength=None``: estimated, see :func:`_evidence_strength`)."""
+    prior = posts.sum(axis=0) + smoothing
+    prior /= prior.sum()
+    counts, coin = _confusion_counts(crowd, posts, smoothing)
+    if model == "one-coin":
+        return prior, coin, np.inf
+    if strength is None:
+        # The evidence is that of counts under one labelling: the most probable one. Expected
+        # counts average over the labellings of uncertain items, which hides the confusions
+        # that the annotators do make and drags the estimate towards one-coin.
+        best = np.eye(crowd.num_classes)[posts.argmax(axis=1)]
+        strength = _evidence_strength(*_confusion_counts(crowd, best, smoothing))
+    # MAP of each row under a Dirichlet(1 + strength * coin row + smoothing) prior.
+    conf = counts + strength * coin + smoothing
+    conf /= conf.sum(axis=2, keepdims=True)
+    return prior, conf, strength
+
+
+#: Range searched for the prior strength (pseudo-counts per row): from a prior with no say to
+#: one that outweighs any annotator's row (the one-coin model).
+PRIOR_STRENGTH_RANGE = (1e-3, 1e5)
+
+
+def _evidence_strength(counts: np.ndarray, coin: np.ndarray) -> float:
+    """Empirical Bayes (type-II maximum likelihood): the strength ``s`` that maximises the
+    Dirichlet-multinomial marginal likelihood of the confusion rows ``counts`` when each row
+    is drawn from Dirichlet(``s * coin row``). Rows that scatter about their one-coin mean
+    no more than sampling noise does give a large ``s`` (uniform errors); rows whose errors
+    pile up on a few classes (systematic confusions) give a small one."""
+    n = counts.sum(axis=2)
+    used = n > 0
+    counts, coin, n = counts[used], np.maximum(coin[used], 1e-12), n[used]
+
+    def neg_log_evidence(log_s: float) -> float:
+        s = np.exp(log_s)
+        alpha = s * coin
+        rows = gammaln(s) - gammaln(s + n)
+        cells = (gammaln(counts + alpha) - gammaln(alpha)).sum(axis=1)
+        return -float((rows + cells).sum())
+
+    lo, hi = np.log(PRIOR_STRENGTH_RANGE[0]), np.log(PRIOR_STRENGTH_RANGE[1])
+    best = minimize_scalar(neg_log_evidence, bounds=(lo, hi), method="bounded")
+    return float(np.exp(best.x))
+
+
+def _weighted_vote(crowd: CrowdLabels, *, seed: int) -> np.ndarray:
+    """One-coin posteriors of a vote weighted by each annotator's agreement with the
+    majority vote (read as their accuracy): a start for EM that already discounts the
+    annotators who disagree with the crowd, so that their votes do not shape the first
+    confusion matrices as much as everyone else's."""
+    num_classes = crowd.num_classes
+    counts = np.bincount(crowd.annotators, minlength=crowd.num_annotators).astype(float)
+    agree = _agreement(crowd, majority_vote(crowd, seed=seed).labels) * counts
+    # Beta(1, 1) shrinkage keeps an annotator with a handful of labels away from 0 and 1.
+    accuracy = (agree + 1.0) / (counts + 2.0)
+    coin = _one_coin(accuracy, num_classes)
+    logp = np.zeros((crowd.num_items, num_classes))
+    np.add.at(logp, crowd.items, np.log(coin[crowd.annotators, :, crowd.labels]))
+    return _normalise_log(logp)
 
 
 def mace(
