@@ -357,10 +357,12 @@ def example(
 from optimizer.cli_bench import bench  # noqa: E402 - these modules import this one
 from optimizer.cli_cost import cost  # noqa: E402
 from optimizer.cli_rules import rules_app  # noqa: E402
+from optimizer.explain.cli import app as explain_app  # noqa: E402
 from optimizer.label.cli import app as label_app  # noqa: E402
 
 app.add_typer(rules_app, name="rules")
 app.add_typer(label_app, name="label")
+app.add_typer(explain_app, name="explain")
 app.command()(bench)
 app.command()(cost)
 

@@ -10,8 +10,8 @@ For each model (see :func:`bench_model`):
 4. latency: the original and every produced model on onnxruntime at ORT_ENABLE_ALL, interleaved
    in this process with fixed intra-op threads and spinning off (:mod:`optimizer.bench.timing`);
    speedups are medians of per-round ratios against the original;
-5. with ``torch``: torch eager and torch.compile (inductor) timed the same way against the
-   original on onnxruntime, and inductor's compile time.
+5. with ``torch``: torch eager, torch.compile with inductor and with graphopt's backend,
+   timed the same way against the original on onnxruntime, and the compile times.
 
 One model's failure is recorded in its entry and the suite goes on. The JSON document is
 rewritten after every model, so an interrupted run keeps what it measured.
@@ -276,6 +276,16 @@ def _torch_variants(name: str, config: BenchConfig, systems: dict[str, SystemRes
         variants.append(("torch-inductor", call(compiled)))
     except Exception as exc:  # noqa: BLE001 - a failing compiler is a result, not a crash
         systems["torch-inductor"] = SystemResult(status="failed", error=_one_line(exc))
+    try:
+        from optimizer.torch_backend.bench import graphopt_variant
+
+        run, seconds = graphopt_variant(
+            module, inputs, device=device, threads=config.effective_threads
+        )
+        systems["torch-graphopt"] = SystemResult(compile_seconds=seconds)
+        variants.append(("torch-graphopt", run))
+    except Exception as exc:  # noqa: BLE001 - as for inductor
+        systems["torch-graphopt"] = SystemResult(status="failed", error=_one_line(exc))
     return variants
 
 

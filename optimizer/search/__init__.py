@@ -130,7 +130,8 @@ def run_search(
             stopped = "time limit"
             break
         before_key = graph.key
-        graph, trace = search(graph, rules, cost, replace(budget, time_limit=left))
+        # The margin leaves time for the fold that follows and for steps that cannot be cut.
+        graph, trace = search(graph, rules, cost, replace(budget, time_limit=left * 0.9))
         steps.extend(trace.steps)
         explored += trace.explored
         stopped, extra = trace.stopped_by, trace.extra

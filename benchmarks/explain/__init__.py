@@ -1,0 +1,1 @@
+"""Benchmarks of the explanation module (issue 8): see run.py."""
