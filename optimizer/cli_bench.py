@@ -30,7 +30,7 @@ def bench(
         str | None, typer.Option(help="Only these models, comma-separated (e.g. resnet50,vgg19).")
     ] = None,
     device: Annotated[str, typer.Option(help="Where to time the models: cpu or cuda.")] = "cpu",
-    search: Annotated[str, typer.Option(help="graphopt's search algorithm.")] = "greedy",
+    search: Annotated[str, typer.Option(help="graphopt's search algorithm.")] = "auto",
     peers: Annotated[
         bool,
         typer.Option(

@@ -71,7 +71,7 @@ class BenchConfig:
     suite: str = "quick"
     models: tuple[str, ...] | None = None
     device: str = "cpu"
-    search: str = "greedy"
+    search: str = "auto"
     peers: bool = False
     torch: bool = False
     out: Path = Path("bench-results")
