@@ -306,7 +306,7 @@ def optimize(
         )
     run = _optimize_graph(graph, options)
     result = onnx_io.to_proto(run.rewritten)
-    if run.rewritten.key != run.cleaned.key:
+    if options.guard and run.rewritten.key != run.cleaned.key:
         cleaned = onnx_io.to_proto(run.cleaned)
         if guard_decision(cleaned, result, options, run.trace).kept == CLEANED:
             result = cleaned
@@ -391,7 +391,9 @@ def optimize_file(
         final = run.rewritten
         onnx_io.save(final, staged, external_data=external_data)
         decision = GuardDecision(REWRITTEN, None, "the search rewrote nothing")
-        if run.rewritten.key != run.cleaned.key:
+        if not options.guard:
+            decision = GuardDecision(REWRITTEN, None, "guard off")
+        elif run.rewritten.key != run.cleaned.key:
             baseline = staging / "cleaned" / dst_path.name
             baseline.parent.mkdir()
             onnx_io.save(run.cleaned, baseline, external_data=external_data)
