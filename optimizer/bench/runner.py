@@ -8,7 +8,7 @@ For each model (see :func:`bench_model`):
 3. every produced model's outputs compared with the original's on the benchmark inputs, with
    graphopt's own tolerances for every system;
 4. latency: the original and every produced model on onnxruntime at ORT_ENABLE_ALL, interleaved
-   in this process with fixed intra-op threads and spinning off (:mod:`optimizer.bench.timing`);
+   in this process with fixed intra-op threads and spinning off (:mod:`optimizer.timing`);
    speedups are medians of per-round ratios against the original;
 5. with ``torch``: torch eager, torch.compile with inductor and with graphopt's backend,
    timed the same way against the original on onnxruntime, and the compile times.
@@ -63,7 +63,7 @@ class BenchConfig:
     - ``peers``/``torch``: also run the peer optimizers / torch eager and inductor;
     - ``batch``: batch size of the exported models;
     - ``threads``: onnxruntime intra-op threads (and torch's); default: the usable CPUs;
-    - ``rounds``/``sample_seconds``: the timing protocol (see :mod:`optimizer.bench.timing`);
+    - ``rounds``/``sample_seconds``: the timing protocol (see :mod:`optimizer.timing`);
     - ``peer_timeout``: seconds a peer may take before it is stopped;
     - ``keep_models``: keep the optimized models under ``out/models``.
     """

@@ -13,7 +13,6 @@ one line ``graphopt: error: ...`` on stderr and exit status 2, with nothing writ
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +21,6 @@ import numpy as np
 import typer
 from rich.console import Console
 
-from optimizer.errors import GraphoptError
 from optimizer.label import report
 from optimizer.label.exceptions import LabelDataError
 
@@ -37,33 +35,14 @@ app = typer.Typer(
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-EXIT_BAD_INPUT = 2
-EXIT_INTERNAL = 3
-
-
 def _guarded(action: Callable[[], None]) -> None:
-    """Run a command; every error becomes one line and an exit status (as optimizer.cli)."""
-    try:
-        action()
-    except typer.Exit:
-        raise
-    except GraphoptError as exc:
-        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, EXIT_BAD_INPUT)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-    except Exception as exc:  # noqa: BLE001 - the CLI must never print a traceback
-        if os.environ.get("GRAPHOPT_DEBUG"):
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        _fail(
-            f"internal error ({type(exc).__name__}): {first} (GRAPHOPT_DEBUG=1 shows more)",
-            EXIT_INTERNAL,
-        )
+    """optimizer.cli's conventions: any error becomes one line on stderr and an exit status.
 
+    Imported when called: optimizer.cli imports this module to register the sub-app.
+    """
+    from optimizer.cli import _guarded as guarded
 
-def _fail(message: str, code: int) -> None:
-    err.print(f"graphopt: error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    guarded(action)
 
 
 # ---------------------------------------------------------------- shared options

@@ -1,4 +1,4 @@
-"""The interleaved timing protocol (optimizer.bench.timing), on fake workloads and a fake clock."""
+"""The interleaved timing protocol (optimizer.timing), on fake workloads and a fake clock."""
 
 from __future__ import annotations
 
