@@ -48,17 +48,69 @@ FUSED_INTO: dict[str, frozenset[str]] = {
 
 
 def fused_into_producer(node: Node) -> bool:
-    """Whether onnxruntime will fuse ``node`` into the node producing its first input."""
+    """Whether onnxruntime will fuse ``node`` into the node producing its (first) input.
+
+    An Add is looked at from either operand (it commutes) and only counts as fused where
+    onnxruntime's fusion takes it: a Gemm-shaped bias after a MatMul (MatMulAddFusion), a
+    per-channel constant or a same-shape residual after a Conv.
+    """
     producers = FUSED_INTO.get(node.op)
     if producers is None or node.domain not in ("", "ai.onnx") or not node.inputs:
         return False
+    if node.op == "Add":
+        if len(node.inputs) != 2 or any(v is None for v in node.inputs):
+            return False
+        a, b = node.inputs
+        return _add_fuses(a, b) or _add_fuses(b, a)
     first = node.inputs[0]
     if first is None or first.node.is_source:
         return False
     producer = first.node
-    if node.op == "Add" and producer.op == "Add":
-        return False
     return producer.op in producers and producer.domain in ("", "ai.onnx")
+
+
+def _shape(value) -> tuple | None:
+    shape = value.type.shape
+    return None if shape is None else tuple(shape)
+
+
+def _add_fuses(produced, other) -> bool:
+    """Whether ``Add(produced, other)`` folds into the node producing ``produced``."""
+    producer = produced.node
+    if producer.is_source or producer.domain not in ("", "ai.onnx"):
+        return False
+    out, addend = _shape(produced), _shape(other)
+    if out is None or addend is None:
+        return False
+    if producer.op == "MatMul":
+        return _gemm_bias(producer, addend)
+    if producer.op == "Conv":
+        if addend == out:  # residual: NCHWc convolutions take a same-shape Sum input
+            return True
+        # a constant per output channel becomes the Conv's bias (ConvAddFusion)
+        return (
+            other.is_constant
+            and len(addend) == len(out)
+            and all(d == 1 for i, d in enumerate(addend) if i != 1)
+            and addend[1] in (1, out[1])
+        )
+    return False
+
+
+def _gemm_bias(matmul: Node, bias: tuple) -> bool:
+    """onnxruntime's MatMulAddFusion test: a rank-2 weight of known size and a bias Gemm can
+    broadcast unidirectionally ((N), or for a rank-2 left side (1, N), (M, 1), (M, N))."""
+    if len(matmul.inputs) != 2 or any(v is None for v in matmul.inputs):
+        return False
+    left, weight = (_shape(v) for v in matmul.inputs)
+    if left is None or weight is None or len(weight) != 2 or not isinstance(weight[1], int):
+        return False
+    n = weight[1]
+    if len(bias) == 1:
+        return bias[0] == n
+    if len(left) != 2 or len(bias) != 2:
+        return False
+    return (bias[0] == 1 and bias[1] == n) or (bias[0] == left[0] and bias[1] in (1, n))
 
 
 @dataclass(frozen=True)
@@ -91,4 +143,3 @@ class OrtFusionCost:
         if bind is not None:
             bind(graph)  # models that build nodes (measured) need the graph's opsets
         return self.total(context(graph).order)
-

@@ -121,6 +121,10 @@ def describe_nodes(graph: Graph, ctx: GraphContext, nodes: Iterable[Node]) -> li
     return out
 
 
+#: Relative cost change below which a greedy step counts as no gain (cost sums are float sums).
+TIE_SLACK = 1e-9
+
+
 def is_commutation(rule: Rule) -> bool:
     """Whether ``rule`` only swaps the inputs of a commutative op (``x+y = y+x``).
 
@@ -232,14 +236,16 @@ def _greedy(
             values = cached[1]
             if values is None:
                 continue
-            if pricer is not None and pricer.delta(match, values) >= 0:
+            # A gain within float noise of the cost sum is a tie; a tie only changes rounding.
+            slack = TIE_SLACK * abs(current)
+            if pricer is not None and pricer.delta(match, values) >= -slack:
                 continue
             candidate = apply_match(graph, match, opset=opset, values=values)
             if candidate is None:
                 rejected[key] = match
                 continue
             after = model(candidate)
-            if after >= current:
+            if after >= current - slack:
                 rejected[key] = match
                 continue
             step = (match, candidate, after)

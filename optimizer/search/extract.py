@@ -67,7 +67,8 @@ class ExtractionProblem:
     - ``members[c]``: the e-nodes that may provide class ``c`` (a multi-output e-node appears
       in the class of each output it may provide);
     - ``roots``: classes that must be provided;
-    - ``pinned``: classes whose provider is fixed, when they are needed (class -> e-node).
+    - ``pinned``: classes whose provider is fixed, when they are needed (class -> e-node);
+    - ``original``: e-nodes of the input graph, which win ties (see :func:`prefer_original`).
     """
 
     costs: list[float]
@@ -75,6 +76,7 @@ class ExtractionProblem:
     members: list[list[int]]
     roots: list[int]
     pinned: dict[int, int] = field(default_factory=dict)
+    original: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -449,7 +451,48 @@ def prune_dominated(problem: ExtractionProblem) -> ExtractionProblem:
             if not dominated:
                 keep.append(n)
         pruned.append(keep)
-    return ExtractionProblem(problem.costs, problem.kids, pruned, problem.roots, problem.pinned)
+    return ExtractionProblem(
+        problem.costs, problem.kids, pruned, problem.roots, problem.pinned, problem.original
+    )
+
+
+#: Relative slack under which two DAG costs count as a tie (cost sums are float sums).
+TIE_TOLERANCE = 1e-9
+
+
+def prefer_original(problem: ExtractionProblem, choice: dict[int, int]) -> dict[int, int]:
+    """``choice`` with rewritten members swapped back to the input's own e-node wherever that
+    costs no more.
+
+    A rewrite that does not lower the cost only changes how floating-point results round
+    (``(x*y)*z`` and ``x*(y*z)`` differ in the last bits, and the drift compounds over
+    layers), so the input's form wins every tie. Classes a swap newly needs take their
+    original member too, else the greedy one. Swaps that would close a cycle are skipped.
+    """
+    if not problem.original:
+        return choice
+    fallback = greedy_choice(problem)
+    for c, members in enumerate(problem.members):
+        own = [n for n in members if n in problem.original]
+        if own and c not in problem.pinned:
+            fallback[c] = own[0]
+    best = dict(choice)
+    best_cost = dag_cost(problem, best)
+    for c in needed(problem, choice):
+        if best.get(c) in problem.original or c in problem.pinned:
+            continue
+        for n in (m for m in problem.members[c] if m in problem.original):
+            trial = {**fallback, **best, c: n}
+            try:
+                order = needed(problem, trial)
+            except ExtractionError:
+                continue
+            trial = {k: trial[k] for k in order}
+            cost = dag_cost(problem, trial)
+            if cost <= best_cost + TIE_TOLERANCE * abs(best_cost):
+                best, best_cost = trial, cost
+                break
+    return best
 
 
 def solve(problem: ExtractionProblem, time_limit: float, *, use_ilp: bool = True) -> Extraction:
@@ -479,4 +522,6 @@ def solve(problem: ExtractionProblem, time_limit: float, *, use_ilp: bool = True
                     choice, cost, method = ilp, ilp_cost, "ilp"
     elif use_ilp:
         status = "skipped: no time left"
+    choice = prefer_original(problem, choice)
+    cost = dag_cost(problem, choice)
     return Extraction(choice, cost, method, status, ilp_seconds, time.perf_counter() - start)

@@ -108,6 +108,7 @@ def problem_from_egraph(
             for c, e in pins.items()
             if c in local_class and eg.live(e) in local_enode
         },
+        original=frozenset(local_enode[e] for e in enodes if eg.enodes[e].origin == ORIGINAL),
     )
     return EGraphProblem(problem, classes, enodes)
 

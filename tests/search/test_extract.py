@@ -197,3 +197,26 @@ def test_greedy_fallback_when_milp_fails(monkeypatch):
 def test_no_time_left_skips_the_ilp():
     result = solve(_cyclic_problem(), 0.0)
     assert result.method == "greedy" and result.ilp_status.startswith("skipped")
+
+
+def test_ties_go_to_the_inputs_own_nodes():
+    """(x*y)*z and x*(y*z) cost the same: the input's form stays (a tie only changes rounding),
+    whichever member the solver picked; a strictly cheaper rewrite still wins."""
+    # classes: 0 x, 1 y, 2 z, 3 x*y, 4 y*z, 5 the product; e-nodes 0-2 leaves,
+    # 3 x*y, 4 y*z, 5 (x*y)*z (original), 6 x*(y*z) (rewritten)
+    nodes = [(0, []), (0, []), (0, []), (1, [0, 1]), (1, [1, 2]), (1, [3, 2]), (1, [0, 4])]
+    members = [
+        [0],
+        [1],
+        [2],
+        [3],
+        [4],
+        [6, 5],
+    ]
+    p = problem(nodes, members, roots=[5])
+    p.original = frozenset({0, 1, 2, 3, 5})
+    for use_ilp in (False, True):
+        assert solve(p, 10.0, use_ilp=use_ilp).choice[5] == 5
+    rewritten_cheaper = problem([*nodes[:4], (0.5, [1, 2]), *nodes[5:]], members, roots=[5])
+    rewritten_cheaper.original = frozenset({0, 1, 2, 3, 5})
+    assert solve(rewritten_cheaper, 10.0).choice[5] == 6
