@@ -29,6 +29,9 @@ FOLD_TOTAL_BYTES = 256 * 1024 * 1024
 #: onnxruntime sessions per round (a batch that fails is bisected to skip the bad node).
 _FOLD_ROUNDS = 8
 _FOLD_SESSIONS = 24
+#: Output bytes evaluated per onnxruntime session; the deadline is checked between chunks,
+#: so one round of folding big weight concatenations cannot overrun the time limit by seconds.
+FOLD_CHUNK_BYTES = 32 * 1024 * 1024
 #: ``ENode.origin`` of folded constants.
 FOLDED = -2
 
@@ -52,7 +55,11 @@ class ConstantFolder:
             if not batch:
                 return
             sessions = [0]
-            folded = self._evaluate(batch, sessions)
+            folded = 0
+            for chunk in _chunks(batch, FOLD_CHUNK_BYTES):
+                if time.perf_counter() >= deadline:
+                    break
+                folded += self._evaluate(chunk, sessions)
             self.eg.rebuild()
             if not folded:
                 return
@@ -116,6 +123,21 @@ class ConstantFolder:
                 count += 1
         self.folded += count
         return count
+
+
+def _chunks(batch: list[tuple[int, Node]], limit: int) -> list[list[tuple[int, Node]]]:
+    """``batch`` cut, in order, into runs of at most ``limit`` output bytes (at least one
+    node each)."""
+    chunks: list[list[tuple[int, Node]]] = [[]]
+    size = 0
+    for item in batch:
+        nbytes = sum(_static_bytes(v) or 0 for v in item[1].outputs)
+        if chunks[-1] and size + nbytes > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += nbytes
+    return chunks if chunks[0] else []
 
 
 def _static_bytes(value: Value) -> int | None:

@@ -307,3 +307,19 @@ def test_float_inputs_only():
     result, trace = _run(graph)
     assert COST(result) < COST(graph)
     _same_outputs(proto, result)
+
+
+def test_fold_batches_are_cut_by_bytes_so_the_deadline_is_checked_between_them():
+    from optimizer.ir import DType, Node, TensorType
+    from optimizer.ir import graph_input as ir_input
+    from optimizer.search.eqsat_fold import _chunks
+
+    x = ir_input("x", TensorType(DType.FLOAT, (1024,)))  # 4 KiB per node below
+    batch = [
+        (k, Node.make("Relu", [x], {}, output_types=[TensorType(DType.FLOAT, (1024,))]))
+        for k in range(5)
+    ]
+    chunks = _chunks(batch, 8192)
+    assert [[e for e, _ in c] for c in chunks] == [[0, 1], [2, 3], [4]]
+    assert [[e for e, _ in c] for c in _chunks(batch, 1)] == [[k] for k in range(5)]
+    assert _chunks([], 8192) == []
