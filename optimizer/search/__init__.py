@@ -19,6 +19,7 @@ while the graph changes, within one time limit.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import time
 from collections.abc import Callable
@@ -28,7 +29,7 @@ from optimizer.cost import AnalyticCost, CostModel
 from optimizer.ir import Graph
 from optimizer.rewrite.match import MatchIndex
 from optimizer.search.backtrack import taso
-from optimizer.search.base import Budget, SearchFn, SearchTrace, TraceStep
+from optimizer.search.base import Budget, SearchFn, SearchTrace, TraceStep, record
 from optimizer.search.greedy import greedy
 from optimizer.search.ocggs import ocggs_dp, ocggs_prune, ocggs_sample
 from optimizer.search.partition import PART_SIZE, partitioned
@@ -101,7 +102,22 @@ def algorithm(name: str) -> SearchFn:
     if base not in ALGORITHMS or suffix not in ("", "partition"):
         raise ValueError(f"unknown search algorithm {name!r}; known: {', '.join(NAMES)}")
     fn = ALGORITHMS[base]()
-    return partitioned(fn, PART_SIZE) if suffix else fn
+    return _recorded(partitioned(fn, PART_SIZE) if suffix else fn)
+
+
+def _recorded(fn: SearchFn) -> SearchFn:
+    """``fn`` reporting each call's graphs and steps to an opt-in
+    :func:`~optimizer.search.base.recording` (explained optimization replays them)."""
+
+    @functools.wraps(fn)
+    def search(
+        graph: Graph, rules: MatchIndex, cost: CostModel, budget: Budget
+    ) -> tuple[Graph, SearchTrace]:
+        result, trace = fn(graph, rules, cost, budget)
+        record(trace.algorithm, graph, result, tuple(trace.steps))
+        return result, trace
+
+    return search
 
 
 def run_search(
@@ -136,7 +152,8 @@ def run_search(
         explored += trace.explored
         stopped, extra = trace.stopped_by, trace.extra
         if fold is not None:
-            graph = fold(graph)
+            unfolded, graph = graph, fold(graph)
+            record("fold", unfolded, graph)
         if graph.key == before_key or not trace.steps:
             break
     return graph, SearchTrace(

@@ -12,7 +12,9 @@ lead from the input to it. Algorithms are deterministic for a given ``budget.see
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -87,3 +89,40 @@ class SearchTrace:
 
 
 SearchFn = Callable[[Graph, MatchIndex, CostModel, Budget], tuple[Graph, SearchTrace]]
+
+
+# ------------------------------------------------------------------ opt-in recording
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One concrete transition of a recorded search: ``kind`` is the algorithm whose ``steps``
+    (its trace's, in order) lead from ``before`` to ``after``, or ``"fold"`` for the constant
+    folding between rounds (no steps)."""
+
+    kind: str
+    before: Graph
+    after: Graph
+    steps: tuple[TraceStep, ...] = ()
+
+
+_RECORDER: ContextVar[list[Checkpoint] | None] = ContextVar("graphopt_checkpoints", default=None)
+
+
+@contextmanager
+def recording() -> Iterator[list[Checkpoint]]:
+    """Record, in the list this yields, every search call and fold that runs in this context
+    (for explanations of a run; it keeps those graphs alive, so nothing records by default)."""
+    checkpoints: list[Checkpoint] = []
+    token = _RECORDER.set(checkpoints)
+    try:
+        yield checkpoints
+    finally:
+        _RECORDER.reset(token)
+
+
+def record(kind: str, before: Graph, after: Graph, steps: tuple[TraceStep, ...] = ()) -> None:
+    """Append a :class:`Checkpoint` when a :func:`recording` is active (else do nothing)."""
+    checkpoints = _RECORDER.get()
+    if checkpoints is not None:
+        checkpoints.append(Checkpoint(kind, before, after, tuple(steps)))
