@@ -10,9 +10,10 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -356,6 +357,7 @@ def optimize_file(
     *,
     in_place: bool = False,
     external_data: bool | None = None,
+    on_graphs: Callable[[Graph, Graph, Graph], Any] | None = None,
     **kwargs,
 ) -> OptimizeReport:
     """Optimize the model file ``src`` into ``dst`` (default: ``<src>.opt.onnx``).
@@ -364,6 +366,10 @@ def optimize_file(
     result is written to a temporary folder beside ``dst``, checked against
     ``src`` there, and only then moved into place; on any failure nothing
     at ``dst`` changes. ``dst`` may equal ``src`` only with ``in_place=True``.
+
+    ``on_graphs(original, cleaned, rewritten)``, when given, sees the imported model, the
+    clean-up passes' result and the rule search's result before anything is written (the
+    original's weights still readable); what it returns is the report's ``extra["on_graphs"]``.
     """
     options = _options(options, kwargs)
     start = time.perf_counter()
@@ -383,6 +389,7 @@ def optimize_file(
         "dce+cse (import)", imported.onnx_nodes, imported.ir_nodes, time.perf_counter() - start
     )
     run = _optimize_graph(graph, options)
+    seen = {} if on_graphs is None else {"on_graphs": on_graphs(graph, run.cleaned, run.rewritten)}
     del graph
     passes = [structural, *run.passes]
     staging = Path(tempfile.mkdtemp(prefix=".graphopt-", dir=dst_path.parent.resolve()))
@@ -426,4 +433,5 @@ def optimize_file(
         size_after=onnx_io.stored_size(dst_path, onnx_io.load_proto(dst_path)),
         output_path=str(dst_path),
         guard=decision,
+        extra=seen,
     )

@@ -8,6 +8,7 @@ check exits 1. Set ``GRAPHOPT_DEBUG=1`` to see tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -141,7 +142,11 @@ def optimize(
     ] = True,
     report_file: Annotated[
         Path | None,
-        typer.Option("--report", help="Write the run's report (with the search trace) as JSON."),
+        typer.Option(
+            "--report",
+            help="Write the run's report: FILE.json (with the search trace) or FILE.html (each "
+            "rewrite drawn, its rule's proof, and the drift bisection).",
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
@@ -167,17 +172,31 @@ def optimize(
             seed=seed,
             guard=guard,
         )
-        if report_file is not None and report_file.suffix.lower() != ".json":
-            raise GraphoptError(f"--report {report_file}: only .json reports are written")
+        report_kind = report_file.suffix.lower() if report_file is not None else None
+        if report_kind not in (None, ".json", ".html"):
+            raise GraphoptError(
+                f"--report {report_file}: only .json reports and .html reports are written"
+            )
+        if report_file is not None and not report_file.resolve().parent.is_dir():
+            raise GraphoptError(f"--report {report_file}: no such folder")
         unknown = [p for p in options.passes if p not in PASSES]
         if unknown:
             raise GraphoptError(f"unknown pass {unknown[0]!r}; passes: {', '.join(PASSES)}")
+        explained = None
+        if report_kind == ".html":
+            from optimizer.explain.report_html import HtmlReport
+
+            explained = HtmlReport(str(model), options.input_shapes, options.device)
         with _progress(not as_json and err.is_terminal) as bar:
             bar.add_task(f"optimizing {model.name}", total=None)
-            report = optimize_file(
-                model, output, options, in_place=in_place, external_data=external_data
-            )
-        if report_file is not None:
+            with explained.recording() if explained else contextlib.nullcontext():
+                report = optimize_file(
+                    model, output, options, in_place=in_place, external_data=external_data,
+                    on_graphs=explained.explain if explained else None,
+                )  # fmt: skip
+        if explained is not None:
+            explained.write(report, report_file)
+        elif report_file is not None:
             report_file.write_text(json.dumps(report.to_json(), indent=2) + "\n")
         if as_json:
             out.print_json(json.dumps(report.to_json()))
