@@ -441,9 +441,15 @@ def _segments(ex: OptimizationExplanation) -> str:
             f"{_e(', '.join(s.rules) or 'no step attributed: the extraction chose it')}</summary>"
             f"<p>Rewrites {steps}; replaces "
             f"{', '.join(f'<code>{_e(n)}</code>' for n in s.replaced) or 'nothing named'}.</p>"
-            f'<div class="pair"><figure><figcaption>before</figcaption>{s.before_svg}</figure>'
-            f"<figure><figcaption>after</figcaption>{s.after_svg}</figure></div></details>"
         )
+        if s.before_svg:
+            out.append(
+                f'<div class="pair"><figure><figcaption>before</figcaption>{s.before_svg}'
+                f"</figure><figure><figcaption>after</figcaption>{s.after_svg}</figure></div>"
+            )
+        else:
+            out.append('<p class="muted">not drawn (the report draws the first segments)</p>')
+        out.append("</details>")
     out.append("</section>")
     return "".join(out)
 

@@ -48,7 +48,7 @@ __all__ = [
 #: Chains up to this many links have every graph run (a drift figure per rewrite); longer ones
 #: only the graphs the bisection needs.
 FULL_SCAN_LINKS = 40
-#: Steps drawn before and after (the rest are listed without drawings).
+#: Steps (and block segments) drawn before and after (the rest are listed without drawings).
 MAX_DRAWN_STEPS = 150
 #: Graphs of up to this many nodes get an overview drawing.
 OVERVIEW_NODES = 150
@@ -204,7 +204,8 @@ def explain_optimization(
             segs = segments(link.before, link.after)
             block_segments[i] = segs
             for j, seg in enumerate(segs):
-                seg_records.append(_segment_record(i, j, seg, link, steps))
+                draw = len(seg_records) < MAX_DRAWN_STEPS
+                seg_records.append(_segment_record(i, j, seg, link, steps, draw))
                 for k in seg_records[-1].steps:
                     records[k].segments.append(len(seg_records) - 1)
     _draw_steps(chain, records)
@@ -242,10 +243,10 @@ def _names_of(graph: Graph, nodes: Sequence[Node]) -> list[str]:
 
 
 def _segment_record(
-    i: int, j: int, seg: Segment, link: Transition, steps: Sequence
+    i: int, j: int, seg: Segment, link: Transition, steps: Sequence, draw: bool = True
 ) -> SegmentRecord:
     """The segment's record; its steps: the block's steps whose rule made one of its nodes
-    or whose matched nodes include a node it replaced."""
+    or whose matched nodes include a node it replaced (drawn unless ``draw`` is false)."""
     made = {
         m.provenance
         for n in seg.nodes
@@ -257,13 +258,13 @@ def _segment_record(
         if steps[k].rule in made or set(steps[k].nodes_matched) & set(replaced)
     ]  # fmt: skip
     rules = list(dict.fromkeys(steps[k].rule for k in mine)) or sorted(made)
-    before = ir_drawing(link.before, seg.replaced, style="matched")
-    after = ir_drawing(link.after, seg.nodes, style="created")
-    return SegmentRecord(
-        i, j, mine, rules, replaced,
-        render_svg(*before, title=f"segment {j + 1} before"),
-        render_svg(*after, title=f"segment {j + 1} after"),
-    )  # fmt: skip
+    record = SegmentRecord(i, j, mine, rules, replaced)
+    if draw:
+        before = ir_drawing(link.before, seg.replaced, style="matched")
+        after = ir_drawing(link.after, seg.nodes, style="created")
+        record.before_svg = render_svg(*before, title=f"segment {j + 1} before")
+        record.after_svg = render_svg(*after, title=f"segment {j + 1} after")
+    return record
 
 
 def _draw_steps(chain: Sequence[Transition], records: list[RewriteRecord]) -> None:
