@@ -31,6 +31,9 @@ def bench(
     ] = None,
     device: Annotated[str, typer.Option(help="Where to time the models: cpu or cuda.")] = "cpu",
     search: Annotated[str, typer.Option(help="graphopt's search algorithm.")] = "auto",
+    time_limit: Annotated[
+        float, typer.Option(min=0.001, help="Seconds graphopt's search may take per model.")
+    ] = 10.0,
     peers: Annotated[
         bool,
         typer.Option(
@@ -77,9 +80,10 @@ def bench(
         if device not in ("cpu", "cuda"):
             raise GraphoptError(f"unknown device {device!r}: expected cpu or cuda")
         config = BenchConfig(
-            suite=suite, models=_models(models), device=device, search=search, peers=peers,
-            torch=torch_rows, out=out_dir or Path(f"bench-{suite}"), batch=batch,
-            threads=threads, rounds=rounds, keep_models=keep_models,
+            suite=suite, models=_models(models), device=device, search=search,
+            time_limit=time_limit, peers=peers, torch=torch_rows,
+            out=out_dir or Path(f"bench-{suite}"), batch=batch, threads=threads,
+            rounds=rounds, keep_models=keep_models,
         )  # fmt: skip
         from optimizer.api import OptimizeOptions
 
@@ -100,8 +104,7 @@ def bench(
         written = report.write_reports(document, config.out)
         _print_summary(document)
         err.print(
-            f"wrote {config.out / 'results.json'}, "
-            + ", ".join(str(p) for p in written.values()),
+            f"wrote {config.out / 'results.json'}, " + ", ".join(str(p) for p in written.values()),
             markup=False,
         )
         if not document["summary"]["graphopt_outputs_match"]:

@@ -85,8 +85,7 @@ def markdown_table(document: dict[str, Any]) -> str:
     for entry in document.get("models", []):
         if entry.get("status") != "ok":
             lines.append(
-                f"| {entry['name']} | error: {entry.get('error', '?')} |"
-                + " |" * (len(head) - 2)
+                f"| {entry['name']} | error: {entry.get('error', '?')} |" + " |" * (len(head) - 2)
             )
             continue
         res = entry["systems"]
@@ -152,7 +151,9 @@ def machine_section(document: dict[str, Any]) -> str:
         f"{1000 * (cfg.get('sample_seconds') or 0):.0f} ms; speedup = median over rounds of "
         f"t(original) / t(system), quartiles in brackets; the A/A control is a second "
         f"session of the unmodified model timed the same way (the protocol's noise floor); "
-        f"search: {cfg.get('search')}",
+        f"search: {cfg.get('search')}" + (
+            f" ({cfg['time_limit']:g} s)" if cfg.get('time_limit') is not None else ""
+        ),
         f"- started {document.get('started')}, took {document.get('seconds')} s",
     ])  # fmt: skip
 

@@ -59,7 +59,7 @@ class BenchConfig:
     - ``suite``/``models``: the suite, optionally narrowed to some of its models (or any
       registered model names);
     - ``device``: where the timed sessions run ("cpu" or "cuda");
-    - ``search``: graphopt's search algorithm;
+    - ``search``/``time_limit``: graphopt's search algorithm and the seconds it may take;
     - ``peers``/``torch``: also run the peer optimizers / torch eager and inductor;
     - ``batch``: batch size of the exported models;
     - ``threads``: onnxruntime intra-op threads (and torch's); default: the usable CPUs;
@@ -72,6 +72,7 @@ class BenchConfig:
     models: tuple[str, ...] | None = None
     device: str = "cpu"
     search: str = "auto"
+    time_limit: float = 10.0
     peers: bool = False
     torch: bool = False
     out: Path = Path("bench-results")
@@ -199,7 +200,11 @@ def _analytic_cost(path: Path) -> float | None:
 
 def _compare(path: Path, candidate: Path, feeds: list[dict], config: BenchConfig, result):
     report = runtime.compare_models(
-        path, candidate, inputs=feeds, rtol=api.DEFAULT_RTOL, atol=api.DEFAULT_ATOL,
+        path,
+        candidate,
+        inputs=feeds,
+        rtol=api.DEFAULT_RTOL,
+        atol=api.DEFAULT_ATOL,
         device=config.device,
     )
     result.outputs_match = report.ok
@@ -211,7 +216,9 @@ def _compare(path: Path, candidate: Path, feeds: list[dict], config: BenchConfig
 
 def _run_graphopt(path: Path, dst: Path, config: BenchConfig) -> SystemResult:
     result = SystemResult()
-    options = api.OptimizeOptions(device=config.device, search=config.search)
+    options = api.OptimizeOptions(
+        device=config.device, search=config.search, time_limit=config.time_limit
+    )
     try:
         report = api.optimize_file(path, dst, options)
     except CheckFailedError as exc:
@@ -241,8 +248,11 @@ def _time_sessions(
         own_feed = {k: v for k, v in feed.items() if k in names}
         variants.append((name, lambda s=session, f=own_feed: s.run(None, f)))
     return timing.interleaved(
-        variants, reference=ORIGINAL, rounds=config.rounds,
-        sample_seconds=config.sample_seconds, on_round=on_round,
+        variants,
+        reference=ORIGINAL,
+        rounds=config.rounds,
+        sample_seconds=config.sample_seconds,
+        on_round=on_round,
     )
 
 
@@ -359,7 +369,8 @@ def bench_model(
         say("torch eager / inductor")
         variants = _torch_variants(name, config, systems)
         original_session = runtime.make_session(
-            path, device=config.device,
+            path,
+            device=config.device,
             options=runtime.SessionOptionsSpec(
                 opt_level="all", intra_op_threads=config.effective_threads, allow_spinning=False
             ),
@@ -367,7 +378,9 @@ def bench_model(
         feed = feeds[0]
         variants.insert(0, (ORIGINAL, lambda: original_session.run(None, feed)))
         torch_timings = timing.interleaved(
-            variants, reference=ORIGINAL, rounds=max(3, config.rounds // 2),
+            variants,
+            reference=ORIGINAL,
+            rounds=max(3, config.rounds // 2),
             sample_seconds=config.sample_seconds,
         )
         timings.update({k: v for k, v in torch_timings.items() if k != ORIGINAL})
@@ -395,8 +408,7 @@ def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
             if result.get("status") == "ok" and matched and result.get("speedup"):
                 systems.setdefault(system, []).append(result["speedup"])
     graphopt_all_match = all(
-        e.get("systems", {}).get(GRAPHOPT, {}).get("outputs_match") is True
-        for e in entries
+        e.get("systems", {}).get(GRAPHOPT, {}).get("outputs_match") is True for e in entries
     )
     controls = [
         e["systems"][CONTROL]["speedup"] for e in entries
@@ -404,9 +416,7 @@ def summarize(entries: list[dict[str, Any]]) -> dict[str, Any]:
     ]  # fmt: skip
     return {
         "control_geomean": _json_number(timing.geometric_mean(controls)),
-        "geomean_speedup": {
-            s: _json_number(timing.geometric_mean(v)) for s, v in systems.items()
-        },
+        "geomean_speedup": {s: _json_number(timing.geometric_mean(v)) for s, v in systems.items()},
         "models_counted": {s: len(v) for s, v in systems.items()},
         "models_attempted": attempted,
         "graphopt_outputs_match": graphopt_all_match and bool(entries),
@@ -439,6 +449,7 @@ def run_bench(
         "suite": config.suite,
         "config": {
             "models": names, "device": config.device, "search": config.search,
+            "time_limit": config.time_limit,
             "peers": config.peers, "torch": config.torch, "batch": config.batch,
             "threads": config.effective_threads, "rounds": config.rounds,
             "sample_seconds": config.sample_seconds, "seed": config.seed,

@@ -34,7 +34,10 @@ def _invoke(*args: str):
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench-quick")
-    result = _invoke("--suite", "quick", "--peers", "--rounds", "3", "--out", str(out))
+    # A 2 s search per model keeps the smoke test short; the search itself is tested elsewhere.
+    result = _invoke(
+        "--suite", "quick", "--peers", "--rounds", "3", "--time-limit", "2", "--out", str(out)
+    )  # fmt: skip
     return result, out
 
 
@@ -46,6 +49,7 @@ def test_quick_suite_runs_and_graphopt_matches_everywhere(quick_run):
     assert document["suite"] == "quick"
     assert [m["name"] for m in document["models"]] == models.SUITES["quick"]
     assert document["config"]["threads"] >= 1 and document["config"]["rounds"] == 3
+    assert document["config"]["time_limit"] == 2.0
     assert document["machine"]["cpu"] and document["machine"]["versions"]["onnxruntime"]
     for entry in document["models"]:
         assert entry["status"] == "ok", entry
