@@ -1,15 +1,19 @@
 """The analytic cost model: FLOPs, bytes moved and a per-kernel overhead per node.
 
-Per node: ``flop_weight`` times its FLOPs (or output elements when unknown), plus
+Per node: a FLOP weight (per op class) times its FLOPs (or output elements when unknown), plus
 ``launch_overhead``, plus ``bytes_weight`` times the bytes it writes and ``read_weight`` times
 the bytes it reads; nodes computable from constants alone are free, since constant folding
 removes them. Symbolic dimensions count as 1, as in :func:`optimizer.info.node_flops`. The sum
 over nodes lets a search price a candidate from the nodes it adds and removes, without
 rebuilding the graph.
 
-Uncalibrated (``AnalyticCost()``), the weights are fixed and the unit is the FLOP-equivalent:
-a kernel launch costs :data:`LAUNCH_OVERHEAD` FLOPs and a byte written one FLOP.
-:meth:`AnalyticCost.calibrated` fits the weights to a short measured sweep on a device
+Uncalibrated (``AnalyticCost()``), the weights are fixed and the unit is the FLOP-equivalent
+(one FLOP of a dense kernel): a kernel launch costs :data:`LAUNCH_OVERHEAD`, a byte read or
+written one, and a FLOP of any other op (elementwise, pooling, normalization)
+:data:`OTHER_FLOP_WEIGHT`, the ratio a calibration on the development machine measured (see
+docs/cost.md). Bytes read count weights too: at batch 1 a matrix-vector product is bound by
+reading its weight, so two products reading one weight cost more than one product of both
+inputs. :meth:`AnalyticCost.calibrated` fits the weights to a short measured sweep on a device
 (:mod:`optimizer.cost.calibrate`), stored per machine, and the unit becomes the second.
 """
 
@@ -28,10 +32,25 @@ from optimizer.ir.types import num_elements
 if TYPE_CHECKING:
     from optimizer.cost.calibrate import Calibration
 
-__all__ = ["LAUNCH_OVERHEAD", "OP_CLASSES", "AnalyticCost", "foldable", "node_features", "op_class"]
+__all__ = [
+    "LAUNCH_OVERHEAD",
+    "OP_CLASSES",
+    "OTHER_FLOP_WEIGHT",
+    "AnalyticCost",
+    "foldable",
+    "node_features",
+    "op_class",
+]
 
 #: FLOP-equivalents charged per kernel launch.
 LAUNCH_OVERHEAD = 10_000
+#: Dense-FLOP equivalents of one FLOP of an op outside the dense classes (elementwise,
+#: pooling, normalization ...) in the uncalibrated model: the calibration of the 2-core
+#: development machine (onnxruntime 1.32, CPU) fitted 35 ps per such FLOP against 4.3 (conv)
+#: and 5.2 (matmul); 8 rounds the ratio. Without it, a depthwise convolution (2 FLOPs per tap)
+#: looked twice as costly as the average pooling it replaces (1 per tap), which onnxruntime
+#: runs up to 25 times slower per FLOP.
+OTHER_FLOP_WEIGHT = 8.0
 
 #: Ops whose FLOPs run at their own rate once calibrated (dense kernels are far more
 #: efficient per FLOP than elementwise ones); every other op is "other".
@@ -83,17 +102,20 @@ class AnalyticCost(NodeAdditive):
     """Estimated cost of a graph from FLOPs, bytes and kernel launches (see the module
     docstring).
 
-    ``class_flop_weights`` gives the FLOP weight of the op classes of :data:`OP_CLASSES`
-    ("conv", "matmul", "other"), overriding ``flop_weight`` for them. ``units`` says what
-    the numbers measure. Symbolic dimensions count as 1, as in
-    :func:`optimizer.info.node_flops`.
+    ``flop_weight`` prices a FLOP of the dense classes ("conv", "matmul" in
+    :data:`OP_CLASSES`) and ``other_flop_factor`` times it a FLOP of any other op;
+    ``class_flop_weights`` (a calibration's fit) gives absolute FLOP weights per class,
+    overriding both. ``read_weight`` prices a byte read (None: like a byte written,
+    ``bytes_weight``). ``units`` says what the numbers measure. Symbolic dimensions count as
+    1, as in :func:`optimizer.info.node_flops`.
     """
 
     launch_overhead: float = LAUNCH_OVERHEAD
     bytes_weight: float = 1.0
     flop_weight: float = 1.0
-    read_weight: float = 0.0
+    read_weight: float | None = None
     class_flop_weights: tuple[tuple[str, float], ...] = ()
+    other_flop_factor: float = OTHER_FLOP_WEIGHT
     units: str = "flop-equivalents"
     _memo: weakref.WeakKeyDictionary = field(
         default_factory=weakref.WeakKeyDictionary, compare=False, repr=False
@@ -110,14 +132,13 @@ class AnalyticCost(NodeAdditive):
         if node.is_source:
             return 0.0
         flops, read, written = node_features(node)
-        weight = self.flop_weight
+        klass = op_class(node.op)
+        weight = self.flop_weight * (self.other_flop_factor if klass == "other" else 1.0)
         if self.class_flop_weights:
-            weight = dict(self.class_flop_weights).get(op_class(node.op), weight)
+            weight = dict(self.class_flop_weights).get(klass, weight)
+        read_weight = self.bytes_weight if self.read_weight is None else self.read_weight
         return (
-            weight * flops
-            + self.launch_overhead
-            + self.bytes_weight * written
-            + self.read_weight * read
+            weight * flops + self.launch_overhead + self.bytes_weight * written + read_weight * read
         )
 
     @classmethod
@@ -130,6 +151,7 @@ class AnalyticCost(NodeAdditive):
             read_weight=calibration.seconds_per_byte,
             flop_weight=per_flop.get("other", 0.0),
             class_flop_weights=tuple(sorted(per_flop.items())),
+            other_flop_factor=1.0,  # classes the fit lacks cost its "other" rate
             units="seconds",
         )
 

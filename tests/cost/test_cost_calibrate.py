@@ -1,5 +1,5 @@
 """Calibration of the analytic model: the non-negative fit, one real sweep, the stored result,
-and the uncalibrated default left as it was."""
+and the uncalibrated default's fixed weights."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ import pytest
 from cost_helpers import f32, mlp_graph, op
 
 from optimizer.cost import calibrate
-from optimizer.cost.analytic import LAUNCH_OVERHEAD, AnalyticCost, node_features
+from optimizer.cost.analytic import (
+    LAUNCH_OVERHEAD,
+    OTHER_FLOP_WEIGHT,
+    AnalyticCost,
+    node_features,
+    op_class,
+)
 from optimizer.cost.cache import CALIBRATION_FILE
 from optimizer.cost.calibrate import CLASSES, Calibration, Sample, fit
 from optimizer.cost.device import DeviceSpec
@@ -116,12 +122,42 @@ def test_calibrated_model_prices_nodes_with_the_fitted_weights():
     assert model.node_cost(mm) == pytest.approx(expected, rel=1e-6)
 
 
-def test_uncalibrated_default_is_unchanged():
+def test_uncalibrated_default_weights():
+    """One dense FLOP, one byte read or written: one unit each; other ops' FLOPs cost
+    OTHER_FLOP_WEIGHT; a launch LAUNCH_OVERHEAD."""
     model = AnalyticCost()
     assert model.units == "flop-equivalents"
     g = mlp_graph()
     for node in g.nodes():
         written = sum(np.prod(v.type.shape) * 4 for v in node.outputs)
-        assert model.node_cost(node) == node_flops(node) + LAUNCH_OVERHEAD + written
+        read = sum(np.prod(v.type.shape) * 4 for v in node.inputs)
+        factor = 1.0 if op_class(node.op) == "matmul" else OTHER_FLOP_WEIGHT
+        expected = factor * node_flops(node) + LAUNCH_OVERHEAD + written + read
+        assert model.node_cost(node) == pytest.approx(expected)
     free = model.free_nodes(g.nodes())
     assert model(g) == sum(model.node_cost(n) for n in g.nodes() if n not in free)
+
+
+def test_partial_weights_scale_together():
+    """Weights given in another unit (seconds) keep the default ratios: a byte read costs like
+    a byte written and an elementwise FLOP OTHER_FLOP_WEIGHT dense ones."""
+    model = AnalyticCost(launch_overhead=1e-6, bytes_weight=1e-9, flop_weight=1e-10)
+    x = ir_input("x", f32(16, 64))
+    node = op("Relu", [x], f32(16, 64))
+    flops, read, written = node_features(node)
+    expected = OTHER_FLOP_WEIGHT * 1e-10 * flops + 1e-9 * (read + written) + 1e-6
+    assert model.node_cost(node) == pytest.approx(expected)
+
+
+def test_default_charges_the_weight_each_product_reads():
+    """Two matrix-vector products of one weight cost more than one product of both rows: the
+    weight bytes each reads dominate at batch 1 (what makes batching them worth it)."""
+    model = AnalyticCost()
+    w = ir_input("w", f32(512, 512))
+    x1, x2, both = ir_input("x1", f32(1, 512)), ir_input("x2", f32(1, 512)), f32(2, 512)
+    apart = [op("MatMul", [x, w], f32(1, 512)) for x in (x1, x2)]
+    stacked = op("Concat", [x1, x2], both, axis=0)
+    batched = op("MatMul", [stacked.output, w], both)
+    parts = [op("Slice", [batched.output], f32(1, 512)) for _ in range(2)]
+    together = [stacked, batched, *parts]
+    assert sum(map(model.node_cost, together)) < sum(map(model.node_cost, apart))
