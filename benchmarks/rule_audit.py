@@ -423,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device.key(),
         "loadavg_start": list(os.getloadavg()),
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "command": "python -m benchmarks.rule_audit " + " ".join(argv or sys.argv[1:]),
+        "command": " ".join(["python -m benchmarks.rule_audit", *(argv or sys.argv[1:])]),
         "models": [],
     }
     document["machine_line"] = machine_line(document["machine"])
