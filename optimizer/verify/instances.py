@@ -286,7 +286,9 @@ def sample_instances(
         reasons[key] = (count + 1, example)
 
     while draws < max_draws and len(found) < pool:
-        if draws % 16 == 0 and time.monotonic() - start > budget_s:
+        # The time budget ends the sampling only once an instance was found: under load a
+        # narrow where clause must not turn into "no instance" (max_draws still bounds it).
+        if draws % 16 == 0 and found and time.monotonic() - start > budget_s:
             break
         draws += 1
         live = [o for o in OPSETS if built[o] or tries[o] < 40 or not any(built.values())]

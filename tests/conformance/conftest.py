@@ -1,21 +1,57 @@
 """The conformance summary: per kind, cases run, passing unmodified on onnxruntime, and
-passing after graphopt; plus why cases were excluded."""
+passing after graphopt; plus why cases were excluded.
+
+Each case's outcome travels on its test report (``user_properties``), so the summary also
+works when pytest-xdist runs the cases in worker processes and only reports reach the
+controller."""
 
 from __future__ import annotations
 
 import collections
 import sys
+from types import SimpleNamespace
+
+import pytest
+
+#: Key of the outcome in a report's ``user_properties``.
+_PROPERTY = "conformance_outcome"
 
 
-def _outcomes():
+def _module():
     for name, module in list(sys.modules.items()):
         if name.rpartition(".")[2] == "test_onnx_backend" and hasattr(module, "OUTCOMES"):
-            return module.OUTCOMES, module.KINDS
-    return None, ()
+            return module
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    module = _module()
+    case_id = getattr(item, "callspec", None) and item.callspec.params.get("case_id")
+    if report.when != "teardown" or module is None or case_id not in module.OUTCOMES:
+        return
+    o = module.OUTCOMES[case_id]
+    report.user_properties.append((_PROPERTY, (case_id, dict(vars(o)))))
+
+
+def _outcomes(terminalreporter):
+    """case id -> outcome, from the reports (works with and without xdist)."""
+    found = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for key, value in getattr(report, "user_properties", ()):
+                if key == _PROPERTY:
+                    case_id, fields = value
+                    found[case_id] = SimpleNamespace(**fields)
+    return found
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    outcomes, kinds = _outcomes()
+    outcomes = _outcomes(terminalreporter)
+    module = _module()
+    kinds = module.KINDS if module is not None else sorted({o.kind for o in outcomes.values()})
     if not outcomes:
         return
     write = terminalreporter.write_line
