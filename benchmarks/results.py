@@ -54,7 +54,7 @@ SCRIPTS: dict[str, tuple[str, list[str]]] = {
 }
 
 #: Markdown files written by other benchmark scripts, included when present.
-EXTRA_SECTIONS = (RESULTS_DIR / "cost_rank.md",)
+EXTRA_SECTIONS = (RESULTS_DIR / "cost_rank.md", RESULTS_DIR / "rule_audit.md")
 
 SNIPPET_DIRS = {
     "Labelling": HERE / "label" / "results",
