@@ -327,7 +327,7 @@ def instantiate(
 
     def count(p: Pattern) -> None:
         if isinstance(p, Op):
-            arity[p.call] = max(arity.get(p.call, 1), p.index + 1)
+            arity[p.call] = max(arity.get(p.call, 1), p.index + 1, p.outputs)
             for a in p.args:
                 count(a)
 

@@ -93,6 +93,9 @@ class Op:
     domain: str = ""
     index: int = 0
     call: int = 0
+    #: Outputs of a multi-output statement (``a, _, c = Split(...)``: 3), so that a node is
+    #: built with every output even when an ``_`` target is not read; 0 when not given.
+    outputs: int = 0
 
 
 @dataclass(frozen=True)
@@ -258,7 +261,9 @@ class _PatternBuilder:
             return self.call(node, 0)
         raise self.fail(node, "not a pattern")
 
-    def call(self, node: ast.Call, index: int, call_id: int | None = None) -> Pattern:
+    def call(
+        self, node: ast.Call, index: int, call_id: int | None = None, outputs: int = 0
+    ) -> Pattern:
         name, domain = _op_name(node.func)
         if name is None:
             raise self.fail(node, "calls must name an op")
@@ -278,7 +283,8 @@ class _PatternBuilder:
                 attrs.append((kw.arg, AttrVar(kw.value.id)))
             else:
                 attrs.append((kw.arg, AttrExpr(ast.unparse(kw.value), kw.value)))
-        return Op(name, args, tuple(sorted(attrs, key=lambda a: a[0])), domain, index, call_id)
+        ordered = tuple(sorted(attrs, key=lambda a: a[0]))
+        return Op(name, args, ordered, domain, index, call_id, outputs)
 
     def statement(self, stmt: ast.stmt) -> list[str]:
         if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
@@ -294,7 +300,7 @@ class _PatternBuilder:
             for k, elt in enumerate(target.elts):
                 if not isinstance(elt, ast.Name):
                     raise self.fail(stmt, "targets must be names")
-                self.env[elt.id] = self.call(stmt.value, k, call_id)
+                self.env[elt.id] = self.call(stmt.value, k, call_id, len(target.elts))
                 names.append(elt.id)
             return names
         raise self.fail(stmt, "unsupported assignment")

@@ -172,3 +172,28 @@ def test_rewrites_never_emit_ops_the_models_opset_lacks():
     old = replace(two, meta=ModelMeta(opset_imports=(("", 11),)))
     assert apply_match(old, first) is None
     assert apply_match(two, first) is not None
+
+
+def test_a_split_whose_last_output_no_one_reads_keeps_all_its_outputs():
+    """``a, _ = Split(...)``: the unread ``_`` still counts, so the Split is built with as many
+    outputs as its split sizes (one output fewer would be an invalid node)."""
+    first_half = rule(
+        """
+rule first-half:  # the first half of x along axis 0, as a Split (test only)
+    match: Slice(x, s, e, ax)
+    where: is_const(s) and is_const(e) and is_const(ax)
+    rewrite:
+        out, _ = Split(x, ints(2, 2), axis=0)
+"""
+    )
+    x = ir_input("x", (4, 3))
+    sliced = ir_op("Slice", x, ir_const(np.array([0])), ir_const(np.array([2])),
+                   ir_const(np.array([0])))  # fmt: skip
+    graph = ir_graph([x], [sliced])
+    (match,) = find_matches(graph, first_half)
+    result = apply_match(graph, match)
+    assert result is not None
+    result.check()
+    (split,) = [n for n in result.nodes() if n.op == "Split"]
+    assert len(split.outputs) == 2
+    assert result.outputs[0] is split.outputs[0]
