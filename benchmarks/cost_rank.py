@@ -46,8 +46,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from benchmarks._document import start_document
 from optimizer import onnx_io
-from optimizer.bench.machine import describe_machine, machine_line
 from optimizer.cost.analytic import AnalyticCost
 from optimizer.cost.device import DeviceSpec
 from optimizer.cost.measured import MeasuredCost
@@ -132,8 +132,10 @@ def _unfused(node: Node, ins: list[Value | None], opset: int) -> list[Value] | N
         if len(node.outputs) != 1 or None in (x, scale, bias):
             return None
         axes = {"keepdims": 1}
-        mean_of = (lambda v: mk("ReduceMean", [v, _ints([-1])], axes)) if opset >= 18 else (
-            lambda v: mk("ReduceMean", [v], {**axes, "axes": [-1]})
+        mean_of = (
+            (lambda v: mk("ReduceMean", [v, _ints([-1])], axes))
+            if opset >= 18
+            else (lambda v: mk("ReduceMean", [v], {**axes, "axes": [-1]}))
         )
         centred = mk("Sub", [x, mean_of(x)])
         var = mean_of(mk("Pow", [centred, _scalar(2.0, x)]))
@@ -389,16 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = [m.strip() for m in args.models.split(",")] if args.models else default_models()
     device = DeviceSpec(args.device, args.threads)
-    document: dict[str, Any] = {
-        "schema": "graphopt-cost-rank/1",
-        "machine": describe_machine(),
-        "device": device.key(),
-        "loadavg_start": list(os.getloadavg()),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "command": "python -m benchmarks.cost_rank " + " ".join(argv or sys.argv[1:]),
-        "models": [],
-    }
-    document["machine_line"] = machine_line(document["machine"])
+    document = start_document("graphopt-cost-rank/1", "benchmarks.cost_rank", args, argv, device)
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
         try:

@@ -41,9 +41,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks._document import start_document
 from optimizer import onnx_io, runtime
 from optimizer.api import DEFAULT_ATOL, DEFAULT_RTOL, OptimizeOptions, cost_model
-from optimizer.bench.machine import describe_machine, machine_line
 from optimizer.cost.device import DeviceSpec
 from optimizer.cost.rerank import rerank
 from optimizer.errors import CheckUnavailableError
@@ -417,16 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [m.strip() for m in args.models.split(",")] if args.models else models.SUITES["taso"]
     device = DeviceSpec(args.device, args.threads)
     start = time.perf_counter()
-    document: dict[str, Any] = {
-        "schema": "graphopt-rule-audit/1",
-        "machine": describe_machine(),
-        "device": device.key(),
-        "loadavg_start": list(os.getloadavg()),
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "command": " ".join(["python -m benchmarks.rule_audit", *(argv or sys.argv[1:])]),
-        "models": [],
-    }
-    document["machine_line"] = machine_line(document["machine"])
+    document = start_document("graphopt-rule-audit/1", "benchmarks.rule_audit", args, argv, device)
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
         try:

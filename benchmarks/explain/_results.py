@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks._document import json_default
 from optimizer.bench.machine import describe_machine, machine_line
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -24,17 +25,9 @@ def write(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     info = machine()
     data = {**data, "machine": info}
     json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
-    json_path.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+    json_path.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
     md_path.write_text(markdown.rstrip() + f"\n\n_Machine: {machine_line(info)}._\n")
     return json_path, md_path
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks._document import json_default
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -43,17 +45,9 @@ def write(name: str, data: dict[str, Any], markdown: str) -> tuple[Path, Path]:
     data = {**data, "machine": machine()}
     json_path = RESULTS / f"{name}.json"
     md_path = RESULTS / f"{name}.md"
-    json_path.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+    json_path.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
     md_path.write_text(markdown.rstrip() + "\n")
     return json_path, md_path
-
-
-def _plain(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
 def table(header: list[str], rows: list[list[Any]]) -> str:
