@@ -15,8 +15,10 @@ Compiling means
    (:mod:`optimizer.torch_backend.verify`).
 
 Compiled models are cached per signature; a model exported with symbolic dimensions serves
-every signature it accepts, so ``dynamic=True`` compiles once, not per shape. When any step
-fails, the graph runs eagerly from then on, after one warning naming the reason.
+every signature it accepts, so ``dynamic=True`` compiles once, not per shape. Across processes,
+the persistent compile cache (:mod:`optimizer.torch_backend.cache`) keeps the verified,
+optimized models: a hit skips steps 1, 2 and 4 and opens the session from the cached file.
+When any step fails, the graph runs eagerly from then on, after one warning naming the reason.
 
 Frozen weights are a snapshot: each call checks that the frozen tensors are the same ones,
 unmodified (data pointer and version counter); if they changed (an optimizer step, a loaded
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 import tempfile
 import time
 import warnings
@@ -34,12 +37,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import onnx
 import torch
 import torch.fx
 from torch.utils import _pytree as pytree
 
 import optimizer
 from optimizer.errors import GraphoptError
+from optimizer.torch_backend import cache as compile_cache
 from optimizer.torch_backend.export import (
     ExportedGraph,
     Output,
@@ -75,20 +80,31 @@ class CheckMismatchError(GraphoptError):
 
 @dataclass
 class CompileStats:
-    """Seconds spent per step of the last compilation, and how many compilations ran."""
+    """Seconds spent per step of the last compilation, and how many compilations ran.
+
+    ``cache`` says how the persistent compile cache served it: ``"hit"`` (no export, no
+    optimization), ``"miss"`` (compiled and stored), ``"off"``; ``lookup`` is the seconds
+    spent computing the key and reading the entry, ``store`` those spent storing it."""
 
     export: float = 0.0
     optimize: float = 0.0
     verify: float = 0.0
     session: float = 0.0
     check: float = 0.0
+    lookup: float = 0.0
+    store: float = 0.0
     compilations: int = 0
+    exports: int = 0
     nodes_before: int = 0
     nodes_after: int = 0
+    cache: str = "off"
 
     @property
     def total(self) -> float:
-        return self.export + self.optimize + self.verify + self.session + self.check
+        return (
+            self.export + self.optimize + self.verify + self.session + self.check
+            + self.lookup + self.store
+        )  # fmt: skip
 
 
 @dataclass
@@ -101,6 +117,7 @@ class _Entry:
     devices: tuple[torch.device, ...]
     out_devices: tuple[torch.device | None, ...]
     snapshot: list[tuple[int, int, int]] = field(default_factory=list)
+    random: bool = False
 
     def accepts(self, args: Sequence[Any]) -> bool:
         feeds = self.exported.feeds
@@ -239,35 +256,94 @@ class CompiledGraph:
         return entry
 
     def _compile(self, args: Sequence[Any]) -> _Entry:
-        stats = CompileStats(compilations=self.stats.compilations + 1)
+        stats = CompileStats(compilations=self.stats.compilations + 1, exports=self.stats.exports)
         options = self.options
-        start = time.perf_counter()
-        exported = export_graph(
-            self.gm, args, frozen=self.frozen, scalars=self._scalars, dynamic=options.dynamic
-        )
-        stats.export = time.perf_counter() - start
-        stats.nodes_before = stats.nodes_after = len(exported.model.graph.node)
-        feeds = [args[i] for i in exported.feeds]
-        random = draws_random_numbers(exported.model)
-        device = _device_of(feeds, args, exported.frozen)
-        providers = providers_for(device, options)
-        runner = _open_session(exported, feeds, device, providers, random, options, stats)
-        entry = _Entry(
-            exported=exported,
-            runner=runner,
-            dtypes=tuple(t.dtype for t in feeds),
-            devices=tuple(t.device for t in feeds),
-            out_devices=self._output_devices(exported),
-            snapshot=[(i, args[i].data_ptr(), _version(args[i])) for i in exported.frozen],
-        )
+        store = self._cached(args, stats)
+        if isinstance(store, _Entry):
+            entry = store
+        else:
+            entry = self._compile_fresh(args, stats, store)
         # random numbers differ from PyTorch's: there is nothing to compare with eager
-        if options.check_on_first_call and not self._checked and not random:
+        if options.check_on_first_call and not self._checked and not entry.random:
             start = time.perf_counter()
             self._check(entry, args)
             stats.check = time.perf_counter() - start
             self._checked = True
         self.stats = stats
         return entry
+
+    def _cached(
+        self, args: Sequence[Any], stats: CompileStats
+    ) -> _Entry | tuple[compile_cache.CompileCache, str] | None:
+        """The persistent cache's entry for this call, opened (a hit); else where to store
+        the compiled model, ``(cache, key)``, or None when the cache is off."""
+        if not compile_cache.enabled(self.options):
+            return None
+        start = time.perf_counter()
+        cache = compile_cache.CompileCache(compile_cache.cache_root(self.options))
+        key = compile_cache.compile_key(
+            self.gm, args, frozen=self.frozen, scalars=self._scalars, options=self.options
+        )
+        hit = cache.load(key)
+        stats.lookup = time.perf_counter() - start
+        stats.cache = "miss"
+        if hit is None:
+            return cache, key
+        exported = hit.exported
+        feeds = [args[i] for i in exported.feeds]
+        device = _device_of(feeds, args, exported.frozen)
+        start = time.perf_counter()
+        try:
+            runner = OrtRunner(
+                hit.model_path, device, self.options, providers=providers_for(device, self.options)
+            )
+        except SessionError as exc:
+            cache.discard(key, f"onnxruntime cannot load entry {key}: {exc}")
+            return cache, key
+        stats.session = time.perf_counter() - start
+        stats.cache = "hit"
+        stats.nodes_before, stats.nodes_after = hit.nodes_before, hit.nodes_after
+        return self._entry(exported, runner, feeds, args, hit.random)
+
+    def _compile_fresh(
+        self,
+        args: Sequence[Any],
+        stats: CompileStats,
+        store: tuple[compile_cache.CompileCache, str] | None,
+    ) -> _Entry:
+        """Export, optimize, verify and open a session (and store it when ``store``)."""
+        options = self.options
+        start = time.perf_counter()
+        exported = export_graph(
+            self.gm, args, frozen=self.frozen, scalars=self._scalars, dynamic=options.dynamic
+        )
+        stats.export = time.perf_counter() - start
+        stats.exports += 1
+        stats.nodes_before = stats.nodes_after = len(exported.model.graph.node)
+        feeds = [args[i] for i in exported.feeds]
+        random = draws_random_numbers(exported.model)
+        device = _device_of(feeds, args, exported.frozen)
+        providers = providers_for(device, options)
+        runner = _open_session(exported, feeds, device, providers, random, options, stats, store)
+        return self._entry(exported, runner, feeds, args, random)
+
+    def _entry(
+        self,
+        exported: ExportedGraph,
+        runner: OrtRunner,
+        feeds: Sequence[torch.Tensor],
+        args: Sequence[Any],
+        random: bool,
+    ) -> _Entry:
+        return _Entry(
+            exported=exported,
+            runner=runner,
+            dtypes=tuple(t.dtype for t in feeds),
+            devices=tuple(t.device for t in feeds),
+            out_devices=self._output_devices(exported),
+            snapshot=[(i, args[i].data_ptr(), _version(args[i])) for i in exported.frozen],
+            random=random,
+        )
 
     def _output_devices(self, exported: ExportedGraph) -> tuple[torch.device | None, ...]:
         devices = []
@@ -321,9 +397,12 @@ def _open_session(
     random: bool,
     options: BackendOptions,
     stats: CompileStats,
+    store: tuple[compile_cache.CompileCache, str] | None = None,
 ) -> OrtRunner:
     """Optimize the exported model, open its session and verify it (steps 2-4 of the module
-    docstring); ``stats`` receives the seconds each step took.
+    docstring); ``stats`` receives the seconds each step took. With ``store`` (a compile
+    cache and key), the optimized model is written straight into a staging folder of the
+    cache and becomes its entry once verified.
 
     The models travel through files with external data: the optimizer then streams the
     weights instead of copying them in memory, and onnxruntime loads a file several times
@@ -341,11 +420,13 @@ def _open_session(
             reference = REFERENCE_POOL.submit(
                 reference_outputs, source, exported, feeds, is_cuda(providers[0])
             )
+        staging = store[0].stage() if store is not None else None
         try:
             path = source
             if options.optimize:
                 start = time.perf_counter()
-                path = os.path.join(tmp, "optimized.onnx")
+                folder = str(staging) if staging is not None else tmp
+                path = os.path.join(folder, compile_cache.MODEL_FILE)
                 report = optimizer.optimize_file(
                     source,
                     path,
@@ -367,9 +448,23 @@ def _open_session(
             elif verify:  # random numbers: compare seeded copies instead
                 verify_seeded(source, path, exported, feeds, options, runner.on_cuda)
             stats.verify = time.perf_counter() - start
+            if staging is not None and store is not None:
+                start = time.perf_counter()
+                if not options.optimize:  # the entry is the exported model itself
+                    save_with_external_data(
+                        onnx.load(source), str(staging / compile_cache.MODEL_FILE)
+                    )
+                store[0].commit(
+                    staging, store[1], exported, random=random,
+                    nodes_before=stats.nodes_before, nodes_after=stats.nodes_after,
+                )  # fmt: skip
+                staging = None
+                stats.store = time.perf_counter() - start
         finally:
             if reference is not None:
                 concurrent.futures.wait([reference])  # it reads files about to go
+            if staging is not None:  # failed before the entry was complete
+                shutil.rmtree(staging, ignore_errors=True)
     return runner
 
 

@@ -64,6 +64,11 @@ class BackendOptions:
       baseline for measurements).
     - ``training``: ``auto`` uses aot_autograd when a graph input requires grad and grad
       mode is on; ``never`` always compiles for inference (no gradients flow).
+    - ``cache``: keep compiled models in the persistent compile cache and reuse them in later
+      processes (:mod:`optimizer.torch_backend.cache`; ``$GRAPHOPT_TORCH_CACHE=0`` turns it
+      off too).
+    - ``cache_dir``: the compile cache's folder (default ``$GRAPHOPT_TORCH_CACHE_DIR``, else
+      ``torch-compile/`` in graphopt's user cache folder).
     """
 
     search: str = "auto"
@@ -84,6 +89,8 @@ class BackendOptions:
     debug: bool = False
     optimize: bool = True
     training: str = "auto"
+    cache: bool = True
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         _one_of("search", self.search, SEARCH_ALGORITHMS)
@@ -97,6 +104,10 @@ class BackendOptions:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and value >= 0):
                 raise BackendOptionsError(f"option {name} must be >= 0, got {value!r}")
+        if not isinstance(self.cache, bool):
+            raise BackendOptionsError(f"option cache must be True or False, got {self.cache!r}")
+        if self.cache_dir is not None and not isinstance(self.cache_dir, str | os.PathLike):
+            raise BackendOptionsError(f"option cache_dir must be a path, got {self.cache_dir!r}")
         if self.threads is not None and not (isinstance(self.threads, int) and self.threads > 0):
             raise BackendOptionsError(
                 f"option threads must be a positive int, got {self.threads!r}"
