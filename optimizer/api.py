@@ -157,7 +157,11 @@ def cost_model(options: OptimizeOptions):
         from optimizer.cost.measured import MeasuredCost
 
         return OrtFusionCost(MeasuredCost(device=options.device))
-    return OrtFusionCost(AnalyticCost())
+    # The NCHWc layout correction describes onnxruntime's CPU kernels only.
+    on_cpu = options.device == "cpu" or (
+        options.device == "auto" and "cuda" not in runtime.available_devices()
+    )
+    return OrtFusionCost(AnalyticCost(), cpu_layout=on_cpu)
 
 
 def search_trace(passes: Sequence[PassResult]) -> dict | None:

@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from optimizer.cost.layout import UNBLOCKED_DEPTHWISE_FACTOR, unblocked_depthwise
 from optimizer.ir import Graph, Node
 from optimizer.rewrite.match import context
 
@@ -115,9 +116,16 @@ def _gemm_bias(matmul: Node, bias: tuple) -> bool:
 
 @dataclass(frozen=True)
 class OrtFusionCost:
-    """``base`` with the nodes onnxruntime fuses into their producer nearly free."""
+    """``base`` with the nodes onnxruntime fuses into their producer nearly free.
+
+    With ``cpu_layout`` (an estimating ``base`` pricing for onnxruntime's CPU provider), a
+    depthwise Conv that the CPU layout pass leaves out of its blocked kernels is charged
+    :data:`optimizer.cost.layout.UNBLOCKED_DEPTHWISE_FACTOR` times its price; a measuring base
+    sees the real kernel and leaves it off.
+    """
 
     base: object
+    cpu_layout: bool = False
     _memo: weakref.WeakKeyDictionary = field(
         default_factory=weakref.WeakKeyDictionary, compare=False, repr=False
     )
@@ -128,6 +136,8 @@ class OrtFusionCost:
             cost = self.base.node_cost(node)
             if fused_into_producer(node):
                 cost *= FUSED_FRACTION
+            if self.cpu_layout and unblocked_depthwise(node):
+                cost *= UNBLOCKED_DEPTHWISE_FACTOR
             self._memo[node] = cost
         return cost
 
