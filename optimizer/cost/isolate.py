@@ -10,6 +10,11 @@ and the values of those that shape the kernel), and refuses nodes that cannot ru
 - constants become initializers: integer, boolean and small constants keep their real
   values (shapes, axes, indices and scalar exponents change the kernel), larger floating-point
   ones become random data of the same shape and type (only the values differ, not the work);
+- floating-point operands computed from constants alone (a Conv weight a rewrite padded, a
+  bias reshaped, :func:`computed_from_constants`) are constants too, of random data:
+  onnxruntime folds them before it runs or fuses anything, so the node runs with a constant
+  there (a Conv with a run-time weight gets neither NCHWc nor prepacking, and an Add of a
+  run-time "bias" is not fused into the Conv before it);
 - integer operands computed at run time (a shape built from ``Shape``) get values that keep
   the kernel valid where the node's output type tells them (Reshape, Expand, ConstantOfShape,
   Tile), small random indices elsewhere.
@@ -33,6 +38,7 @@ import math
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -40,6 +46,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from optimizer.cost.additive import foldable
 from optimizer.cost.device import DeviceSpec
 from optimizer.errors import GraphoptError
 from optimizer.ir import Attr, Node, TensorType, Value
@@ -56,6 +63,7 @@ __all__ = [
     "Untimeable",
     "build",
     "build_chain",
+    "computed_from_constants",
     "nchwc_core",
     "optimized_model",
     "raw_seconds",
@@ -144,6 +152,50 @@ def _keeps_values(data) -> bool:
     return not data.dtype.is_float or data.size <= SMALL_CONSTANT
 
 
+#: Node -> whether its outputs are computable from constants alone (nodes are immutable).
+_FROM_CONSTANTS: weakref.WeakKeyDictionary[Node, bool] = weakref.WeakKeyDictionary()
+
+
+def computed_from_constants(value: Value) -> bool:
+    """Whether ``value`` is a constant or computable from constants alone (what onnxruntime's
+    constant folding, and graphopt's, evaluate before the model runs)."""
+    if value.is_constant:
+        return True
+    todo = [value.node]
+    while todo:  # depth first, without recursion: constant chains can be long
+        node = todo[-1]
+        if node in _FROM_CONSTANTS:
+            todo.pop()
+            continue
+        if node.is_source or not foldable(node):  # a graph input, or run at run time
+            _FROM_CONSTANTS[node] = False
+            todo.pop()
+            continue
+        pending = [
+            v.node for v in node.inputs
+            if v is not None and not v.is_constant and v.node not in _FROM_CONSTANTS
+        ]  # fmt: skip
+        if pending:
+            todo.extend(pending)
+            continue
+        _FROM_CONSTANTS[node] = all(
+            v is None or v.is_constant or _FROM_CONSTANTS[v.node] for v in node.inputs
+        )
+        todo.pop()
+    return _FROM_CONSTANTS[value.node]
+
+
+def _operand_kind(value: Value, dtype: DType) -> str:
+    """How an operand is given to an isolated node: "c" a constant with its values, "r" a
+    constant of random data of its shape, "x" a run-time input."""
+    data = value.constant
+    if data is not None:
+        return "c" if _keeps_values(data) else "r"
+    if dtype.is_float and computed_from_constants(value):
+        return "r"
+    return "x"
+
+
 def _attr_text(attr: Attr) -> object:
     if attr.kind in ("graph", "graphs"):
         raise Untimeable("a control-flow body")
@@ -197,13 +249,11 @@ def signature(
             inputs.append(None)
             continue
         dtype, shape = _concrete(v, bindings, default_dim, symbols)
-        data = v.constant
-        if data is None:
-            inputs.append(["x", int(dtype), list(shape)])
-        elif _keeps_values(data):
-            inputs.append(["c", int(dtype), list(shape), data.digest.hex()])
+        kind = _operand_kind(v, dtype)
+        if kind == "c":
+            inputs.append(["c", int(dtype), list(shape), v.constant.digest.hex()])
         else:
-            inputs.append(["r", int(dtype), list(shape)])
+            inputs.append([kind, int(dtype), list(shape)])
     kept = _outputs_kept(node, opset)
     outputs = []
     for i in kept:
@@ -293,8 +343,11 @@ def build_chain(
     kept = _outputs_kept(last, _opset(opsets, last.domain))
     for position, node in enumerate(nodes):
         is_last = position == len(nodes) - 1
-        out_shapes = [_concrete(v, bindings, default_dim, symbols)[1]
-                      for i, v in enumerate(node.outputs) if not is_last or i in kept]
+        out_shapes = [
+            _concrete(v, bindings, default_dim, symbols)[1]
+            for i, v in enumerate(node.outputs)
+            if not is_last or i in kept
+        ]
         input_names = []
         for index, value in enumerate(node.inputs):
             if value is None:
@@ -303,9 +356,9 @@ def build_chain(
             if value not in names:
                 name = names[value] = f"in{len(names)}"
                 dtype, shape = _concrete(value, bindings, default_dim, symbols)
-                data = value.constant
-                if data is not None:
-                    array = data.numpy() if _keeps_values(data) else _random(rng, dtype, shape)
+                kind = _operand_kind(value, dtype)
+                if kind != "x":
+                    array = value.constant.numpy() if kind == "c" else _random(rng, dtype, shape)
                     initializers.append(numpy_helper.from_array(np.asarray(array), name))
                 else:
                     array = None
@@ -542,14 +595,18 @@ def nchwc_core(isolated: Isolated, device: DeviceSpec) -> Isolated | None:
         )  # fmt: skip
         probe_model = helper.make_model(probe, opset_imports=optimized.opset_import)
         probe_model.ir_version = optimized.ir_version
-        session = make_session(probe_model, device="cpu",
-                               options=device.with_opt_level("disable").session_options())
+        session = make_session(
+            probe_model, device="cpu", options=device.with_opt_level("disable").session_options()
+        )
         blocked = session.run(None, {n.input[0]: feeds[n.input[0]] for n in reorders_in})
         for n, value in zip(reorders_in, blocked):
             feeds.pop(n.input[0], None)
             feeds[n.output[0]] = value
-    core_inputs = [i for i in graph.input
-                   if i.name not in {n.input[0] for n in reorders_in} and i.name in feeds]
+    core_inputs = [
+        i
+        for i in graph.input
+        if i.name not in {n.input[0] for n in reorders_in} and i.name in feeds
+    ]
     core_inputs += [helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT,
                                                   list(feeds[n.output[0]].shape))
                     for n in reorders_in]  # fmt: skip

@@ -60,7 +60,9 @@ def test_second_run_hits_the_disk_cache_without_any_session(tmp_path, monkeypatc
     assert second(g) == pytest.approx(total)
     assert counter.count == 0
     assert second.stats["timed"] == 0
-    assert second.stats["cache"] == timed == 4  # MatMul, Relu, two kinds of Add
+    # MatMul, Relu and one Add: both Adds add a constant vector (the second one's is
+    # computed from constants, which onnxruntime folds), so they share a signature.
+    assert second.stats["cache"] == timed == 3
     priced = [n for n in g.nodes() if n not in second.free_nodes(g.nodes())]
     assert {second.estimate(n).source for n in priced} == {"cache"}
 
@@ -115,7 +117,9 @@ def test_cache_folder_follows_the_environment_and_the_argument(tmp_path, monkeyp
     assert (arg_dir / TIMINGS_FILE).is_file()
     entries = json.loads((arg_dir / TIMINGS_FILE).read_text())["entries"]
     assert sorted(e["op"].split("(")[0] for e in entries.values()) == [
-        "Add", "Add", "MatMul", "Relu", "Relu"  # prefetch prices the foldable Relu too
+        # prefetch prices the foldable Relu too; both Adds add a constant vector (one
+        # computed from constants, which onnxruntime folds): they share a signature
+        "Add", "MatMul", "Relu", "Relu"
     ]  # fmt: skip
 
 
