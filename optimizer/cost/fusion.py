@@ -22,7 +22,13 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from optimizer.cost.layout import UNBLOCKED_DEPTHWISE_FACTOR, unblocked_depthwise
+from optimizer.cost.layout import (
+    POOLS,
+    UNBLOCKED_DEPTHWISE_FACTOR,
+    blocked,
+    reordered_inputs,
+    unblocked_depthwise,
+)
 from optimizer.ir import Graph, Node
 from optimizer.rewrite.match import context
 
@@ -68,6 +74,17 @@ def fused_into_producer(node: Node) -> bool:
         return False
     producer = first.node
     return producer.op in producers and producer.domain in ("", "ai.onnx")
+
+
+def _bytes(value) -> float:
+    """Size of ``value`` in bytes (symbolic dimensions count as 1)."""
+    shape = _shape(value)
+    if shape is None:
+        return 0.0
+    count = 1
+    for d in shape:
+        count *= d if isinstance(d, int) else 1
+    return float(count * (value.type.dtype.itemsize or 4))
 
 
 def _shape(value) -> tuple | None:
@@ -118,10 +135,12 @@ def _gemm_bias(matmul: Node, bias: tuple) -> bool:
 class OrtFusionCost:
     """``base`` with the nodes onnxruntime fuses into their producer nearly free.
 
-    With ``cpu_layout`` (an estimating ``base`` pricing for onnxruntime's CPU provider), a
-    depthwise Conv that the CPU layout pass leaves out of its blocked kernels is charged
-    :data:`optimizer.cost.layout.UNBLOCKED_DEPTHWISE_FACTOR` times its price; a measuring base
-    sees the real kernel and leaves it off.
+    With ``cpu_layout`` (an estimating ``base`` pricing for onnxruntime's CPU provider, see
+    :mod:`optimizer.cost.layout`), a depthwise Conv that the CPU layout pass leaves out of its
+    blocked kernels is charged :data:`optimizer.cost.layout.UNBLOCKED_DEPTHWISE_FACTOR` times
+    its price, and a node pays one copy kernel per input reordered between layouts (a launch
+    plus reading and writing the tensor, at ``base``'s rates); a measuring base sees the real
+    kernels and leaves both off.
     """
 
     base: object
@@ -136,10 +155,25 @@ class OrtFusionCost:
             cost = self.base.node_cost(node)
             if fused_into_producer(node):
                 cost *= FUSED_FRACTION
-            if self.cpu_layout and unblocked_depthwise(node):
-                cost *= UNBLOCKED_DEPTHWISE_FACTOR
+            if self.cpu_layout:
+                if unblocked_depthwise(node):
+                    cost *= UNBLOCKED_DEPTHWISE_FACTOR
+                elif node.op in POOLS and blocked(node):
+                    cost /= UNBLOCKED_DEPTHWISE_FACTOR
+                cost += sum(self._copy_cost(v) for v in reordered_inputs(node))
             self._memo[node] = cost
         return cost
+
+    def _copy_cost(self, value) -> float:
+        """A layout copy of ``value`` at ``base``'s rates (a kernel launch, the bytes read and
+        written once each); 0 for a base without those rates."""
+        launch = getattr(self.base, "launch_overhead", None)
+        per_byte = getattr(self.base, "bytes_weight", None)
+        if launch is None or per_byte is None:
+            return 0.0
+        read = getattr(self.base, "read_weight", None)
+        read = per_byte if read is None else read
+        return launch + (per_byte + read) * _bytes(value)
 
     def free_nodes(self, order: Iterable[Node], free: set[Node] | None = None) -> set[Node]:
         return self.base.free_nodes(order, free)

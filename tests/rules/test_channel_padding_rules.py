@@ -19,7 +19,12 @@ from onnx import TensorProto, helper, numpy_helper
 import optimizer
 from optimizer import onnx_io, runtime
 from optimizer.api import OptimizeOptions, cost_model
-from optimizer.cost.layout import UNBLOCKED_DEPTHWISE_FACTOR, unblocked_depthwise
+from optimizer.cost.layout import (
+    UNBLOCKED_DEPTHWISE_FACTOR,
+    blocked,
+    reordered_inputs,
+    unblocked_depthwise,
+)
 from optimizer.rewrite import load_rules
 from optimizer.verify import verify_rule
 
@@ -112,8 +117,33 @@ def test_layout_correction_prices_only_unblocked_depthwise_convs_on_the_cpu():
     cpu = cost_model(OptimizeOptions(device="cpu"))
     plain = type(cpu)(cpu.base)  # the same model without the CPU layout correction
     for node in convs:
+        reorders = sum(cpu._copy_cost(v) for v in reordered_inputs(node))
         factor = UNBLOCKED_DEPTHWISE_FACTOR if node in unblocked else 1.0
-        assert cpu.node_cost(node) == pytest.approx(plain.node_cost(node) * factor)
+        assert cpu.node_cost(node) == pytest.approx(plain.node_cost(node) * factor + reorders)
+
+
+def test_layout_model_follows_onnxruntimes_blocked_layout():
+    """What onnxruntime 1.32's CPU layout pass does with the block (probed, see layout.py):
+    the 1x1 conv reading the graph input runs blocked (a reorder on its input); the depthwise
+    convs over 11 channels and the pool over 11 channels do not, so the values between them
+    and the blocked convs are reordered; the Relu follows its input's layout."""
+    graph, _ = onnx_io.import_model(separable_block(), None)
+    nodes = [n for n in graph.nodes() if not n.is_source]
+    ops = [(n.op, blocked(n)) for n in nodes]
+    assert ("AveragePool", False) in ops
+    depthwise = [n for n in nodes if n.op == "Conv" and n.attr("group", 1) > 1]
+    pointwise = [n for n in nodes if n.op == "Conv" and n.attr("group", 1) == 1]
+    assert not any(blocked(n) for n in depthwise)
+    assert all(blocked(n) for n in pointwise)
+    relus = [n for n in nodes if n.op == "Relu"]
+    assert all(blocked(n) == blocked(n.inputs[0].node) for n in relus)
+    # every blocked/plain boundary on a data input is one reorder, charged to the reader
+    for node in nodes:
+        for value in reordered_inputs(node):
+            assert blocked(value.node) != blocked(node)
+    assert len(reordered_inputs(pointwise[0])) == 1  # the graph input
+    padded, _ = onnx_io.import_model(separable_block(channels=16), None)
+    assert all(blocked(n) for n in padded.nodes() if n.op in ("Conv", "AveragePool", "Relu"))
 
 
 @pytest.mark.parametrize("name", PADDING_RULES)
