@@ -119,7 +119,7 @@ def compile_key(
     code = "\n".join(ln for ln in gm.code.splitlines() if not ln.strip().startswith("#"))
     part("code", code)
     for node in gm.graph.nodes:
-        part("node", node.op, node.name, str(node.target), _describe(meta_value(node)))
+        part("node", node.op, node.name, _target_name(node.target), _describe(meta_value(node)))
         if node.op in ("get_attr", "call_module"):
             _hash_attribute(h, gm, str(node.target))
     nodes = placeholders(gm)
@@ -153,6 +153,19 @@ def tensor_digest(t: torch.Tensor) -> str:
     if data.numel():
         h.update(memoryview(data.view(torch.uint8).numpy()))
     return h.hexdigest()
+
+
+def _target_name(target: Any) -> str:
+    """A node's target by name (``str`` of a function shows its address, which differs
+    from one process to the next)."""
+    if isinstance(target, str):
+        return target
+    try:
+        return torch.fx.node._get_qualified_name(target)
+    except Exception:  # noqa: BLE001 - an object without a usable name
+        module = getattr(target, "__module__", None) or ""
+        name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+        return f"{module}.{name}" if name else type(target).__qualname__
 
 
 def _describe(value: Any) -> Any:
