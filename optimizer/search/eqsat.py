@@ -32,8 +32,16 @@ Rules that only swap a commutative op's inputs (``x+y = y+x``) are left out: e-m
 every input order of commutative ops already. Keeping the e-graph finite: egg's backoff
 scheduler (a rule matching more than :data:`MATCH_LIMIT` times in an iteration is banned for a
 while, both doubling at each ban); multi-root rules (merging parallel convolutions or matmuls,
-which combine without end) run only in the first :data:`MULTI_ROOT_ITERATIONS` iterations, as
-Tensat limits its multi-patterns; a rule is not applied at a node that
+batching products that share a weight, which combine without end) run only in the first
+:data:`MULTI_ROOT_ITERATIONS` iterations, as Tensat limits its multi-patterns, and each class
+is a root of at most one application of a given multi-root rule: an iteration takes, in
+e-node order, the matches whose roots no earlier match of the rule took. Pairs merged in one
+iteration are merged with each other in the next, so ``k`` products sharing a weight become one
+in ``log2(k)`` iterations; matching every pair instead grows quadratically per iteration (on
+NasRNN the batching rules were banned by the scheduler after their first iteration, and the
+e-graph only held pairs). A multi-root match is also dropped when a class it binds reads one
+of its roots (Tensat's cycle filter: on NasRNN, half the batching matches paired a product
+with one of a later step, which reads it). A rule is not applied at a node that
 :data:`SELF_CHAIN_LIMIT` applications of that same rule in a row produced (a kernel is enlarged
 at most twice); folding stops at :data:`FOLD_TOTAL_BYTES`.
 After the first iteration a single-root rule is only matched at e-nodes with a change within
@@ -54,6 +62,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from optimizer.cost import CostModel
@@ -71,6 +80,7 @@ from optimizer.search.extract_egraph import materialize, problem_from_egraph
 
 __all__ = [
     "FOLD_TOTAL_BYTES",
+    "ILP_SHARE",
     "MATCH_LIMIT",
     "MULTI_ROOT_ITERATIONS",
     "SATURATION_SHARE",
@@ -82,6 +92,11 @@ __all__ = [
 
 #: Share of ``budget.time_limit`` that saturation may use; extraction gets the rest.
 SATURATION_SHARE = 0.6
+#: Share of ``budget.time_limit`` the extraction ILP may use at most. HiGHS finds its best
+#: solution early and then spends long proving it optimal (NasRNN's e-graph: the optimum
+#: at 1.5 s, the proof at 9.5 s); a search that waited for the proof would be slower than
+#: the time it has to beat.
+ILP_SHARE = 0.25
 #: egg's backoff scheduler: matches per rule per iteration before a ban, and the ban's length
 #: in iterations (both double with each ban of the rule).
 MATCH_LIMIT = 1000
@@ -170,6 +185,9 @@ class Saturation:
         self.matches_found = 0
         self._applied: set[tuple] = set()
         self._synced: dict[str, int] = {}  # rule -> iteration whose search may be incremental
+        #: Classes each multi-root rule has already used as roots (module docstring).
+        self._used: dict[str, set[int]] = {}
+        self._above_cache: dict[int, set[int]] = {}
         self._names = {n: m.name for n, m in graph.node_meta.items() if m.name}
         self._needs = self._init_needs()
         self.folder = ConstantFolder(self.eg, self.meta)
@@ -235,6 +253,7 @@ class Saturation:
         found: list[EMatch] = []
         for matcher in self.matchers.values():
             matcher.forget()
+        self._above_cache.clear()
         for rule in self.rules:
             if time.perf_counter() >= deadline:
                 return found, False
@@ -249,7 +268,10 @@ class Saturation:
                 depth = self.depth[rule.name]
                 roots = [e for e in roots if dist.get(e, math.inf) <= depth]
             limit = self.scheduler.limit(rule.name)
-            found_here = self.matchers[rule.name].matches(roots, deadline)
+            if multi:
+                found_here = self._multi_matches(rule, roots, deadline)
+            else:
+                found_here = self.matchers[rule.name].matches(roots, deadline)
             if self.region is not None:
                 found_here = (m for m in found_here if all(map(self._in_region, m.enodes)))
             matches = list(itertools.islice(found_here, limit + 1))
@@ -262,6 +284,47 @@ class Saturation:
             self._synced[rule.name] = it + 1
             found.extend(matches)
         return found, True
+
+    def _multi_matches(self, rule: Rule, roots: list[int], deadline: float) -> Iterator[EMatch]:
+        """Matches of a multi-root rule whose roots are disjoint from those of every other
+        match it yields and of every earlier application of the rule, and that close no
+        cycle (module docstring)."""
+        eg = self.eg
+        used = self._used.setdefault(rule.name, set())
+        used_now = {eg.find(c) for c in used}
+        used.clear()
+        used.update(used_now)
+        taken = set(used_now)
+        for m in self.matchers[rule.name].matches(roots, deadline, taken):
+            if self._closes_cycle(m):
+                continue
+            taken.update(m.roots)
+            yield m
+
+    def _closes_cycle(self, m: EMatch) -> bool:
+        """Whether a class the match binds reads one of its roots: the rewrite would then
+        compute a root from itself, and extraction could never use it (Tensat's filter)."""
+        eg = self.eg
+        bound = {eg.find(c) for c in m.tensors.values()}
+        return any(not bound.isdisjoint(self._above(r)) for r in m.roots)
+
+    def _above(self, c: int) -> set[int]:
+        """Class ``c`` and every class that reads it, transitively (cached per iteration)."""
+        c = self.eg.find(c)
+        found = self._above_cache.get(c)
+        if found is None:
+            eg = self.eg
+            found = {c}
+            stack = [c]
+            while stack:
+                for p in eg.parents(stack.pop()):
+                    for o in eg.enodes[p].outs:
+                        o = eg.find(o)
+                        if o not in found:
+                            found.add(o)
+                            stack.append(o)
+            self._above_cache[c] = found
+        return found
 
     def _in_region(self, e: int) -> bool:
         enode = self.eg.enodes[e]
@@ -313,6 +376,8 @@ class Saturation:
         classes = [eg.add(v, origin=app) for v in values]
         for r, c in zip(m.roots, classes, strict=True):
             eg.union(r, c)
+        if len(m.roots) > 1:
+            self._used.setdefault(rule.name, set()).update(m.roots)
         created = tuple(range(first_new, len(eg.enodes)))
         if self._needs:  # a merged class needs what its root did (the rewrite may need more)
             for r, need in zip(m.roots, root_needs, strict=True):
@@ -383,14 +448,14 @@ class Saturation:
         :class:`ExtractionError` or :class:`IRCheckError` when it cannot be built)."""
         eg = self.eg
         ep = problem_from_egraph(eg, self.roots, self.cost)
-        ext = solve(ep.problem, _ilp_time(deadline))
+        ext = solve(ep.problem, self._ilp_time(deadline))
         choice = ep.egraph_choice(ext.choice)
         provenance = [a.rule for a in self.apps]
         graph, came_from = materialize(eg, choice, self.graph, provenance)
         protected = context(self.graph).protected
         if protected and not self._keeps(protected, came_from):
             ep = problem_from_egraph(eg, self.roots, self.cost, pins=self._protected_pins())
-            ext = solve(ep.problem, _ilp_time(deadline))
+            ext = solve(ep.problem, self._ilp_time(deadline))
             choice = ep.egraph_choice(ext.choice)
             graph, came_from = materialize(eg, choice, self.graph, provenance)
             if not self._keeps(protected, came_from):
@@ -398,6 +463,11 @@ class Saturation:
         graph.check()
         self.choice = choice
         return graph, ext, came_from
+
+    def _ilp_time(self, deadline: float) -> float:
+        """Seconds the ILP may take: what :func:`_ilp_time` leaves, at most
+        :data:`ILP_SHARE` of the time limit."""
+        return min(_ilp_time(deadline), ILP_SHARE * self.budget.time_limit)
 
     def _keeps(self, protected: list[Node], came_from: dict[Node, int]) -> bool:
         used = set(came_from.values())
