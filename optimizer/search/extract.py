@@ -21,8 +21,14 @@ greedy extractor minimises.
   cuts come first (on NasRNN's e-graph: 1.4 s instead of 15 s to the same optimum).
 - :func:`greedy_choice` is egg's bottom-up extractor: each class takes the member of least
   tree cost, iterated to a fixed point (acyclic whenever costs are non-negative).
-- :func:`solve` prunes dominated members (:func:`prune_dominated`), runs greedy always, the
-  ILP when asked and within its time limit, and keeps the cheaper valid choice by DAG cost.
+- :func:`solve` prunes dominated members (:func:`prune_dominated`; a member that reads a
+  superset of another's classes, constants and inputs aside, at no lower cost), drops the
+  members that could close a cycle (:func:`break_cycles`, so the ILP needs none of the
+  constraints above, whose relaxation HiGHS could not close on NasRNN's e-graph in a minute),
+  runs greedy always, the ILP when asked and within its time limit, and keeps the cheaper
+  valid choice by DAG cost. The ILP says "a chosen member needs each class it reads" once per
+  (class, kid) over the class's members, which exclude each other: per member, the relaxation
+  let a kid be half chosen under a class with two members reading it.
 
 :mod:`~optimizer.search.extract_egraph` builds a problem from an e-graph and turns a choice
 back into an IR :class:`~optimizer.ir.Graph`.
@@ -304,10 +310,22 @@ def ilp_choice(problem: ExtractionProblem, time_limit: float) -> tuple[dict[int,
         if c in roots and not js:
             return None, f"root class {c} has no member"
         base.add([(j, 1.0) for j in js] + [(chosen[c], -1.0)], 0.0, 0.0)
+    # A chosen member needs every class it reads. The members of one class exclude each
+    # other, so the memberships of a class that read class k add up to at most y_k: one row
+    # per (class, kid) rather than per (member, kid). Without it the relaxation halves a
+    # kid's share at every class with two members reading it (on NasRNN's e-graph the LP
+    # bound was an eighth of the optimum and HiGHS never closed the gap).
+    for c in classes:
+        readers: dict[int, list[int]] = {}
+        for j in by_class.get(c, []):
+            for k in problem.kids[memberships[j][1]]:
+                readers.setdefault(k, []).append(j)
+        for k in sorted(readers):
+            base.add([(j, 1.0) for j in readers[k]] + [(chosen[k], -1.0)], -np.inf, 0.0)
     for n in sorted(provided):
-        for k in problem.kids[n]:  # a computed e-node needs every class it reads
-            base.add([(computed[n], 1.0), (chosen[k], -1.0)], -np.inf, 0.0)
-        if len(provided[n]) > 1:
+        if len(provided[n]) > 1:  # computed once, it provides each of its classes
+            for k in problem.kids[n]:
+                base.add([(computed[n], 1.0), (chosen[k], -1.0)], -np.inf, 0.0)
             for j in provided[n]:
                 base.add([(j, 1.0), (computed[n], -1.0)], -np.inf, 0.0)
     # Costs scaled by a power of two (exact) into a range HiGHS handles without warnings.
@@ -432,7 +450,8 @@ def prune_dominated(problem: ExtractionProblem) -> ExtractionProblem:
     for members in problem.members:
         for n in members:
             uses[n] = uses.get(n, 0) + 1
-    kid_sets = [frozenset(k) for k in problem.kids]
+    free = _free_leaves(problem)
+    kid_sets = [frozenset(k for k in kids if k not in free) for kids in problem.kids]
     costs = problem.costs
     pruned = []
     for c, members in enumerate(problem.members):
@@ -454,6 +473,70 @@ def prune_dominated(problem: ExtractionProblem) -> ExtractionProblem:
     return ExtractionProblem(
         problem.costs, problem.kids, pruned, problem.roots, problem.pinned, problem.original
     )
+
+
+def _free_leaves(problem: ExtractionProblem) -> set[int]:
+    """Classes provided at no cost by an e-node that reads nothing (a constant, an input):
+    always available, so reading one or not makes no difference to a member's worth."""
+    return {
+        c
+        for c, members in enumerate(problem.members)
+        if any(problem.costs[n] == 0 and not problem.kids[n] for n in members)
+    }
+
+
+def break_cycles(problem: ExtractionProblem) -> ExtractionProblem:
+    """The problem without the members that could close a cycle: every choice of it is acyclic.
+
+    Cycles lie within strongly connected components of the class graph, which are small in
+    practice (a class and the merged node it can also be sliced from). Within each one the
+    members are taken in order, pinned and original ones first (so the input graph stays
+    a choice), then by index (the order rewrites created them), and a member is kept only if
+    no class it reads already reaches its own class through the members kept before it. This
+    gives up some alternatives (a merged node that could also be assembled from its parts
+    keeps only its first form), but the ILP then needs no acyclicity constraints, whose
+    relaxation is so weak that HiGHS could not close the gap on NasRNN's e-graph in a minute.
+    """
+    comp = _components(problem)
+    pinned = set(problem.pinned.values())
+    inner: dict[int, list[tuple[int, int]]] = {}  # component -> memberships inside it
+    for c, members in enumerate(problem.members):
+        for n in members:
+            if any(comp[k] == comp[c] for k in problem.kids[n]):
+                inner.setdefault(comp[c], []).append((c, n))
+    if not inner:
+        return problem
+    dropped: set[tuple[int, int]] = set()
+    for component in sorted(inner):
+        items = sorted(
+            inner[component],
+            key=lambda cn: (cn[1] not in pinned, cn[1] not in problem.original, cn[1], cn[0]),
+        )
+        reads: dict[int, set[int]] = {}  # class -> classes of the component its kept members read
+        for c, n in items:
+            kids = [k for k in problem.kids[n] if comp[k] == component]
+            if any(_reaches(reads, k, c) for k in kids):
+                dropped.add((c, n))
+            else:
+                reads.setdefault(c, set()).update(kids)
+    members = [[n for n in ms if (c, n) not in dropped] for c, ms in enumerate(problem.members)]
+    return ExtractionProblem(
+        problem.costs, problem.kids, members, problem.roots, problem.pinned, problem.original
+    )
+
+
+def _reaches(reads: Mapping[int, set[int]], start: int, goal: int) -> bool:
+    """Whether ``goal`` is ``start`` or lies below it through ``reads``."""
+    seen, stack = {start}, [start]
+    while stack:
+        c = stack.pop()
+        if c == goal:
+            return True
+        for k in reads.get(c, ()):
+            if k not in seen:
+                seen.add(k)
+                stack.append(k)
+    return False
 
 
 #: Relative slack under which two DAG costs count as a tie (cost sums are float sums).
@@ -498,17 +581,30 @@ def prefer_original(problem: ExtractionProblem, choice: dict[int, int]) -> dict[
 def solve(problem: ExtractionProblem, time_limit: float, *, use_ilp: bool = True) -> Extraction:
     """Greedy extraction, then the ILP (when ``use_ilp`` and time is left of ``time_limit``
     seconds), both on the problem without dominated members; the valid choice of least DAG
-    cost wins, the greedy one on ties and whenever the ILP fails."""
+    cost wins, the greedy one on ties and whenever the ILP fails.
+
+    The ILP solves the problem without the members that could close a cycle
+    (:func:`break_cycles`), unless that leaves a root without an acyclic choice."""
     start = time.perf_counter()
     problem = prune_dominated(problem)
     choice = greedy_choice(problem)
     cost = dag_cost(problem, choice)
+    acyclic = break_cycles(problem)
+    if acyclic is not problem:
+        try:
+            pruned_choice = greedy_choice(acyclic)
+            pruned_cost = dag_cost(acyclic, pruned_choice)
+        except ExtractionError:  # a root lost every member: keep the cycle constraints
+            acyclic = problem
+        else:
+            if pruned_cost < cost:
+                choice, cost = pruned_choice, pruned_cost
     method, status, ilp_seconds = "greedy", "not run", 0.0
     left = time_limit - (time.perf_counter() - start)  # the time limit covers greedy too
     if use_ilp and left > 0:
         t0 = time.perf_counter()
         try:
-            ilp, status = ilp_choice(problem, left)
+            ilp, status = ilp_choice(acyclic, left)
         except Exception as exc:  # noqa: BLE001 - a solver failure falls back to greedy
             ilp, status = None, f"error: {type(exc).__name__}: {exc}"
         ilp_seconds = time.perf_counter() - t0
