@@ -16,11 +16,13 @@ is stored only once it passed the checks the options ask for).
   strides, dtypes and devices of the other tensors, the values of the specialized ones;
 - the backend options that shape the model or its checks (not ``threads``, ``spinning``,
   ``check``, ``debug``, ``fallback``, nor the cache options themselves);
-- graphopt (its version and a digest of its source and rule files), torch, onnx, onnxscript
-  and onnxruntime versions, Python, the machine type, and the stored cost calibration.
+- graphopt (its version; its source and rule files' names, sizes and modification times),
+  torch, onnx, onnxscript and onnxruntime versions, Python, the machine type, and the stored
+  cost calibration.
 
 Weights are hashed with SHA-256 (hardware-accelerated here: about 0.3 s for GPT-2 small's
-124M float32 parameters, against 0.6 s for BLAKE2b).
+124M float32 parameters, against 0.6 s for BLAKE2b and 0.3 s for SHA-1; two hashing threads
+gained nothing on a busy two-core machine).
 
 **Store**: the folder ``$GRAPHOPT_TORCH_CACHE_DIR``, else ``torch-compile/`` in graphopt's
 user cache folder (``$GRAPHOPT_CACHE_DIR``, ``$XDG_CACHE_HOME/graphopt`` or
@@ -212,15 +214,17 @@ def _model_options(options: BackendOptions) -> tuple:
 
 @functools.cache
 def _source_digest() -> str:
-    """Digest of graphopt's own code and rule files (an edited checkout must miss)."""
+    """Digest of graphopt's own code and rule files (an edited checkout must miss): their
+    names, sizes and modification times, as Python's own bytecode cache checks its sources
+    (reading their content cost a quarter of a second per process)."""
     from optimizer.rewrite.rule import rules_dir
 
     h = hashlib.sha256()
     package = Path(optimizer.__file__).parent
     for root, pattern in ((package, "*.py"), (rules_dir(), "*.rules")):
         for path in sorted(root.rglob(pattern)):
-            h.update(str(path.relative_to(root)).encode())
-            h.update(path.read_bytes())
+            stat = path.stat()
+            h.update(f"{path.relative_to(root)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
