@@ -155,12 +155,12 @@ class ConstantFolder:
 
 
 #: Ops whose folding only moves data, so numpy computes exactly what the runtime would.
-_DATA_MOVEMENT = ("Concat", "Transpose")
+_DATA_MOVEMENT = ("Concat", "Transpose", "Pad")
 
 
 def _move_data(node: Node) -> np.ndarray | None:
-    """The value of a Concat or Transpose over constants (numpy dtypes only), else None."""
-    if node.op not in _DATA_MOVEMENT or len(node.outputs) != 1:
+    """The value of a Concat, Transpose or zero-growing Pad over constants, else None."""
+    if node.op not in _DATA_MOVEMENT or len(node.outputs) != 1 or None in node.inputs:
         return None
     out = node.outputs[0].type
     if not isinstance(out, TensorType) or out.shape is None:
@@ -169,14 +169,31 @@ def _move_data(node: Node) -> np.ndarray | None:
         arrays = [v.constant.numpy() for v in node.inputs]  # type: ignore[union-attr]
         if node.op == "Concat":
             result = np.concatenate(arrays, axis=node.attr("axis"))
-        else:
+        elif node.op == "Transpose":
             perm = node.attr("perm", None)
             result = np.transpose(arrays[0], None if perm is None else tuple(perm))
+        else:
+            result = _pad(node, arrays)
     except Exception:  # noqa: BLE001 - anything unusual goes to onnxruntime
+        return None
+    if result is None:
         return None
     if result.dtype == object or tuple(result.shape) != tuple(out.shape):
         return None
     return np.ascontiguousarray(result)
+
+
+def _pad(node: Node, arrays: list[np.ndarray]) -> np.ndarray | None:
+    """Pad in "constant" mode with non-negative pads on every axis (opset >= 11: pads and
+    the fill value are inputs), else None."""
+    if node.attr("mode", b"constant") not in (b"constant", "constant") or len(arrays) not in (2, 3):
+        return None
+    data, pads = arrays[0], arrays[1].astype(np.int64).reshape(-1)
+    if pads.size != 2 * data.ndim or (pads < 0).any():
+        return None
+    fill = arrays[2].reshape(-1)[0] if len(arrays) == 3 and arrays[2].size else 0
+    widths = [(int(pads[i]), int(pads[i + data.ndim])) for i in range(data.ndim)]
+    return np.pad(data, widths, mode="constant", constant_values=fill)
 
 
 def _chunks(batch: list[tuple[int, Node]], limit: int) -> list[list[tuple[int, Node]]]:
