@@ -255,7 +255,11 @@ class MeasuredCost(NodeAdditive):
         finally:
             self.stats["timing_seconds"] += time.perf_counter() - start
         self.stats["timed"] += 1
-        self._record(key, {"seconds": seconds, "raw": raw, "op": sig.description})
+        entry = {"seconds": seconds, "raw": raw, "op": sig.description}
+        copies = isolate.cold_copies(built)
+        if copies > 1:  # timed with its weights out of cache (isolate.replicate)
+            entry["copies"] = copies
+        self._record(key, entry)
         return Estimate(seconds, "timed", sig.description)
 
     def _chain(self, node: Node, depth: int = 0) -> list[Node] | None:
