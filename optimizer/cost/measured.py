@@ -1,7 +1,10 @@
 """The measured cost model: each distinct node timed alone on onnxruntime, cached on disk.
 
 A node's cost is the time onnxruntime takes to run it as a one-node model
-(:mod:`optimizer.cost.isolate`) on the chosen device, less the fixed cost of a ``run`` call.
+(:mod:`optimizer.cost.isolate`) on the chosen device, less the fixed cost of a ``run`` call,
+timed as it runs inside a model: operands computed from constants are constants (onnxruntime
+folds them), a node with large weights runs as copies with their own weights (read from memory,
+not cache), and on the CPU sampling outlasts bursts of other processes' work.
 Timings are keyed by everything they depend on (op, domain, opset, attributes, input and
 output types with symbolic dimensions bound, which inputs are constant and the values of those
 that shape the kernel, provider, thread count, CPU or GPU model, onnxruntime version), so
