@@ -38,7 +38,7 @@ from optimizer.rewrite import load_rules  # noqa: E402
 from optimizer.rewrite.match import MatchIndex  # noqa: E402
 from optimizer.search import extract  # noqa: E402
 from optimizer.search.base import Budget  # noqa: E402
-from optimizer.search.egraph import EGraph  # noqa: E402
+from optimizer.search.egraph import ORIGINAL, EGraph  # noqa: E402
 from optimizer.search.eqsat import Saturation, eqsat  # noqa: E402
 
 COST = AnalyticCost()
@@ -323,3 +323,99 @@ def test_fold_batches_are_cut_by_bytes_so_the_deadline_is_checked_between_them()
     assert [[e for e, _ in c] for c in chunks] == [[0, 1], [2, 3], [4]]
     assert [[e for e, _ in c] for c in _chunks(batch, 1)] == [[k] for k in range(5)]
     assert _chunks([], 8192) == []
+
+
+# ------------------------------------------------------------------ multi-root rules
+
+
+def _rnn_model(steps: int = 4, hidden: int = 128):
+    """A NasRNN-like recurrence: h' = tanh(x_t W^T + h U^T), W and U shared by every step
+    (128 wide: narrower, reading the weight once saves less than the slices cost).
+    The products x_t W^T are independent, so they batch into one; the products h U^T read
+    the previous step, so batching two of them would compute a step from itself."""
+    nodes, inputs = [], []
+    h = "h0"
+    for t in range(steps):
+        inputs.append(tensor(f"x{t}", [1, hidden]))
+        nodes += [
+            helper.make_node("Gemm", [f"x{t}", "w"], [f"a{t}"], transB=1),
+            helper.make_node("Gemm", [h, "u"], [f"b{t}"], transB=1),
+            helper.make_node("Add", [f"a{t}", f"b{t}"], [f"s{t}"]),
+            helper.make_node("Tanh", [f"s{t}"], [f"h{t + 1}"]),
+        ]
+        h = f"h{t + 1}"
+    weights = [
+        init("w", rand(hidden, hidden, seed=1)),
+        init("u", rand(hidden, hidden, seed=2)),
+        init("h0", rand(1, hidden, seed=3)),
+    ]
+    return model(nodes, inputs, [tensor(h, [1, hidden])], weights)
+
+
+def _batching_rules():
+    names = ("gemm-batch-shared-weight-transb", "slice-slice", "concat-concat")
+    return MatchIndex([r for r in load_rules() if r.name in names])
+
+
+def test_products_sharing_a_weight_batch_into_one():
+    # greedy batches the four x_t W^T one after another; eqsat must reach the same: pairs
+    # in its first iteration, the two pairs in its second (the slices compose by slice-slice)
+    proto = _rnn_model()
+    graph = imported(proto)
+    rules = _batching_rules()
+    greedy, steps = apply_rules(graph, rules)
+    assert steps and COST(greedy) < COST(graph)
+    result, trace = _run(graph, Budget(time_limit=20), rules)
+    assert COST(result) <= COST(greedy)
+    gemms = [n for n in result.nodes() if n.op == "Gemm"]
+    batched = [n for n in gemms if n.inputs[0].type.shape[0] == 4]
+    # one batched product; of the h U^T the three over computed states stay (h0 U^T folds)
+    assert len(batched) == 1 and len(gemms) == 1 + 3
+    assert "gemm-batch-shared-weight-transb" in {s.rule for s in trace.steps}
+    _chained(trace)
+    _same_outputs(proto, result)
+
+
+def test_multi_root_rules_take_each_root_once_and_never_their_own_inputs():
+    graph = imported(_rnn_model())
+    sat = Saturation(graph, _batching_rules(), COST, Budget())
+    sat.run(time.perf_counter() + 20)
+    batches = [a for a in sat.apps if a.rule == "gemm-batch-shared-weight-transb"]
+    assert len(batches) == 3  # (x0, x1), (x2, x3), then the two pairs: 4 products in 3
+    eg = sat.eg
+    h_products = {
+        eg.enodes[e].outs[0]
+        for e in eg.iter_enodes()
+        if eg.enodes[e].origin == ORIGINAL
+        and eg.enodes[e].node.op == "Gemm"
+        and not eg.enodes[e].node.inputs[0].node.is_input
+    }
+    assert len(h_products) == 4
+    for app in batches:  # no batch of two h U^T: each reads the previous one
+        assert not {eg.find(r) for r in app.roots} & {eg.find(c) for c in h_products}
+    roots = [eg.find(r) for a in batches for r in a.roots]
+    assert len(roots) == len(set(roots))  # each class a root of one application at most
+
+
+def test_data_movement_folds_in_numpy_as_onnxruntime_would():
+    from optimizer.ir import Graph, TensorData, constant
+    from optimizer.passes.fold import fold_constants
+    from optimizer.search.eqsat_fold import _move_data
+
+    w = constant(TensorData.from_array(rand(4, 3, 1, 2, seed=5).astype(np.float32)))
+    pads = constant(TensorData.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 2], dtype=np.int64)))
+    fill = constant(TensorData.from_array(np.array(2.5, dtype=np.float32)))
+    values = [
+        ir_op("Concat", w, w, axis=1),
+        ir_op("Transpose", w, perm=[3, 1, 0, 2]),
+        ir_op("Transpose", w),
+        ir_op("Pad", w, pads),
+        ir_op("Pad", w, pads, fill),
+    ]
+    for v in values:
+        mine = _move_data(v.node)
+        runtime_value = fold_constants(Graph((), (v,), ("y",))).outputs[0].constant.numpy()
+        assert mine is not None and mine.dtype == runtime_value.dtype
+        np.testing.assert_array_equal(mine, runtime_value)
+    reflect = ir_op("Pad", w, pads, mode="reflect")
+    assert _move_data(reflect.node) is None  # left to onnxruntime

@@ -220,3 +220,48 @@ def test_ties_go_to_the_inputs_own_nodes():
     rewritten_cheaper = problem([*nodes[:4], (0.5, [1, 2]), *nodes[5:]], members, roots=[5])
     rewritten_cheaper.original = frozenset({0, 1, 2, 3, 5})
     assert solve(rewritten_cheaper, 10.0).choice[5] == 6
+
+
+# ------------------------------------------------------------------ breaking cycles upfront
+
+
+def _acyclic_everywhere(p: ExtractionProblem) -> bool:
+    """No choice of one member per class (where it has any) is cyclic."""
+    for combo in itertools.product(*[m or [None] for m in p.members]):
+        choice = {c: n for c, n in enumerate(combo) if n is not None}
+        try:
+            dag_cost(p, choice)
+        except ExtractionError as exc:
+            if "cyclic" in str(exc):
+                return False
+    return True
+
+
+def test_break_cycles_leaves_only_acyclic_choices_and_keeps_the_originals():
+    rng = random.Random(2)
+    cyclic = 0
+    for _ in range(40):
+        p = random_problem(rng)
+        leaf = p.members[0][-1]  # the root's leaf alternative, as the input graph's node
+        p = ExtractionProblem(p.costs, p.kids, p.members, p.roots, original=frozenset({leaf}))
+        cyclic += not _acyclic_everywhere(p)
+        broken = extract.break_cycles(p)
+        assert _acyclic_everywhere(broken)
+        assert leaf in broken.members[0]
+        assert all(set(b) <= set(m) for b, m in zip(broken.members, p.members, strict=True))
+    assert cyclic >= 10
+
+
+def test_break_cycles_keeps_the_input_and_drops_what_reads_back():
+    # class 0 (root): the input's n0 reads class 1; class 1: the input's n1 (costly) and a
+    # rewrite's n2 that reads class 0 back (a merged node sliced, and assembled from its
+    # slices); class 1 also has n3, a cheap rewrite that reads nothing above it.
+    p = ExtractionProblem(
+        costs=[1.0, 10.0, 1.0, 2.0],
+        kids=[(1,), (), (0,), ()],
+        members=[[0], [1, 2, 3]],
+        roots=[0],
+        original=frozenset({0, 1}),
+    )
+    assert extract.break_cycles(p).members == [[0], [1, 3]]
+    assert solve(p, 10).cost == 3.0
