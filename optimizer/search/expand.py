@@ -9,6 +9,7 @@ rules per node (see :meth:`~optimizer.rewrite.match.MatchIndex.matches`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -16,8 +17,21 @@ from optimizer.cost import CostModel
 from optimizer.ir import Graph, Node, Value
 from optimizer.passes.rewrite import Pricer, describe_nodes
 from optimizer.rewrite.apply import apply_match, new_nodes, replacement
-from optimizer.rewrite.match import Match, MatchIndex, context
+from optimizer.rewrite.match import GraphContext, Match, MatchIndex, context
+from optimizer.rewrite.rule import Op
 from optimizer.search.base import TraceStep
+
+
+def _depth(p) -> int:
+    """Edges from a pattern's root to its deepest ``Op``."""
+    if not isinstance(p, Op):
+        return -1
+    return 1 + max((_depth(a) for a in p.args), default=-1)
+
+
+def _op_key(node: Node) -> tuple[str, str]:
+    """A node's key in :attr:`MatchIndex.by_op`."""
+    return ("" if node.domain in ("", "ai.onnx") else node.domain, node.op)
 
 
 @dataclass(frozen=True)
@@ -48,6 +62,20 @@ class Explorer:
         self._built: dict[tuple, tuple[Match, tuple[Value, ...] | None]] = {}
         self._memo: dict[tuple[Node, str], list[Match]] = {}
         self.graphs_listed = 0
+        # The property walks every rule's patterns; neighbourhoods ask for it per graph.
+        self.max_depth = rules.max_depth
+        self._depth_by_op = {
+            op: max(max(_depth(p) for p in r.match) for r in rs) for op, rs in rules.by_op.items()
+        }
+
+    def context(self, graph: Graph) -> GraphContext:
+        """The matching context of ``graph``, shared with the cost model and
+        :func:`~optimizer.rewrite.apply.apply_match` (both ask for the graph's own opset:
+        asking for it by number would build a second context of every graph)."""
+        return context(graph, self._opset_key(graph))
+
+    def _opset_key(self, graph: Graph) -> int | None:
+        return None if self.opset == graph.meta.opset("") else self.opset
 
     def _values(self, match: Match) -> tuple[Value, ...] | None:
         cached = self._built.get(match.key)
@@ -57,10 +85,11 @@ class Explorer:
         return cached[1]
 
     def matches(self, graph: Graph, anchors: Iterable[Node] | None = None) -> Iterator[Match]:
+        opset = self._opset_key(graph)
         if anchors is None:
-            found = self.rules.matches(graph, opset=self.opset, memo=self._memo)
+            found = self.rules.matches(graph, opset=opset, memo=self._memo)
         else:
-            found = self.rules.matches_at(graph, anchors, opset=self.opset, memo=self._memo)
+            found = self.rules.matches_at(graph, anchors, opset=opset, memo=self._memo)
         yield from found
 
     def steps(
@@ -68,16 +97,20 @@ class Explorer:
         graph: Graph,
         anchors: Iterable[Node] | None = None,
         matches: Iterable[Match] | None = None,
+        deadline: float | None = None,
     ) -> list[Step]:
         """Steps of ``graph``: from ``matches`` when given, else from matching ``anchors``
-        (see :meth:`MatchIndex.matches_at`), else from matching the whole graph."""
+        (see :meth:`MatchIndex.matches_at`), else from matching the whole graph. Past
+        ``deadline`` (a perf_counter value) the list ends early."""
         self.graphs_listed += 1
-        ctx = context(graph, self.opset)
+        ctx = self.context(graph)
         pricer = Pricer(graph, ctx, self.cost)
         found = matches if matches is not None else self.matches(graph, anchors)
         out: list[Step] = []
         seen: set[tuple] = set()
         for match in found:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
             if match.key in seen:
                 continue
             seen.add(match.key)
@@ -96,24 +129,31 @@ class Explorer:
 
     def created(self, graph: Graph, step: Step) -> list[Node]:
         """The nodes ``step`` adds to ``graph`` (operands first)."""
-        return new_nodes(step.values, context(graph, self.opset).position)
+        return new_nodes(step.values, self.context(graph).position)
 
-    def neighbourhood(self, graph: Graph, nodes: Iterable[Node]) -> set[Node]:
-        """``nodes`` and their consumers up to the rules' pattern depth: every node where a
-        match that includes one of ``nodes`` can have its first root."""
-        ctx = context(graph, self.opset)
+    def neighbourhood(
+        self, graph: Graph, nodes: Iterable[Node], depth: int | None = None
+    ) -> set[Node]:
+        """``nodes`` and the consumers where a match that includes one of them can have its
+        first root: a consumer ``d`` edges below only when a rule rooted at its op has a
+        pattern at least ``d`` deep (most are one or two deep; the deepest, eight, would
+        otherwise pull in a whole recurrent cell). ``depth`` caps the distance."""
+        ctx = self.context(graph)
         frontier = {n for n in nodes if n in ctx.position}
         found = set(frontier)
-        for _ in range(self.rules.max_depth):
+        reached = set(frontier)
+        limit = self.max_depth if depth is None else min(depth, self.max_depth)
+        for d in range(1, limit + 1):
             frontier = {
                 user for n in frontier for v in n.outputs for user in ctx.consumers.get(v, ())
-            } - found
-            found |= frontier
+            } - reached
+            reached |= frontier
+            found.update(n for n in frontier if self._depth_by_op.get(_op_key(n), -1) >= d)
         return found
 
     def trace_step(self, graph: Graph, step: Step, cost_before: float) -> TraceStep:
         """The trace entry of applying ``step`` to ``graph`` (whose cost is ``cost_before``)."""
-        ctx = context(graph, self.opset)
+        ctx = self.context(graph)
         return TraceStep(
             step.rule,
             describe_nodes(graph, ctx, step.match.nodes),
@@ -125,6 +165,6 @@ class Explorer:
         """Forget cached matches of nodes in none of ``graphs`` (bounds memory in long runs)."""
         live: set[Node] = set()
         for g in graphs:
-            live.update(context(g, self.opset).position)
+            live.update(self.context(g).position)
         self._memo = {k: v for k, v in self._memo.items() if k[0] in live}
         self._built = {k: v for k, v in self._built.items() if all(n in live for n in v[0].nodes)}
