@@ -96,7 +96,7 @@ SATURATION_SHARE = 0.6
 #: solution early and then spends long proving it optimal (NasRNN's e-graph: the optimum
 #: at 1.5 s, the proof at 9.5 s); a search that waited for the proof would be slower than
 #: the time it has to beat.
-ILP_SHARE = 0.25
+ILP_SHARE = 0.3
 #: egg's backoff scheduler: matches per rule per iteration before a ban, and the ban's length
 #: in iterations (both double with each ban of the rule).
 MATCH_LIMIT = 1000
