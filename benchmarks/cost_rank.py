@@ -29,7 +29,10 @@ or its latency; only duplicates and those onnxruntime refuses.
 Duplicates are dropped (by structure). Every candidate is then
 
 - priced by the measured cost model (per-op onnxruntime timings, cached), the analytic model
-  (FLOP-equivalents) and the analytic model calibrated on this machine (seconds);
+  (FLOP-equivalents) and the analytic model calibrated on this machine (seconds), and again
+  by a second measured model that times every node anew, without the cache (skipped with
+  ``--no-measured-retest``): the rho between the two, *est. retest*, is the noise of the
+  measured model's own timings;
 - timed end to end on onnxruntime at ORT_ENABLE_ALL against the input, interleaved in one
   process (:func:`optimizer.cost.rerank.rerank`, ``--batch`` candidates at a time, each batch
   with the input as reference); its latency is relative to the input's (1 / speedup, a median
@@ -272,6 +275,12 @@ def bench_model(name: str, args: argparse.Namespace, device: DeviceSpec) -> dict
         c["analytic_calibrated_s"] = calibrated(c["graph"])
         c["nodes"] = len(c["graph"].nodes())
     cost_seconds = time.perf_counter() - t_cost
+    if args.measured_retest:
+        # The measured model's own noise: every node timed again by a second model that
+        # neither reads nor writes the cache.
+        again = MeasuredCost(device, cache=args.cache, use_cache=False)
+        for c in sample:
+            c["measured_again_s"] = again(c["graph"])
     reference = onnx_io.to_proto(graph)
     ref_latency = None
     # Every batch is timed against the same reference, so speedups compare across batches;
@@ -307,6 +316,10 @@ def bench_model(name: str, args: argparse.Namespace, device: DeviceSpec) -> dict
             first_run = [1 / c["speedups"][0] for c in members]
             second_run = [1 / c["speedups"][1] for c in members]
             result[f"{group}_latency_retest"] = _spearman(first_run, second_run)[0]
+        if args.measured_retest:  # how well the measured model ranks its own estimates
+            result[f"{group}_measured_retest"] = _spearman(
+                [c["measured_s"] for c in members], [c["measured_again_s"] for c in members]
+            )[0]
         for key in ("measured_s", "analytic", "analytic_calibrated_s"):
             rho, p = _spearman([c[key] for c in members], rel)
             result[f"{group}_spearman_{key.removesuffix('_s')}"] = rho
@@ -335,25 +348,28 @@ def _table(document: dict[str, Any], groups: tuple[str, ...], pricing: bool) -> 
     head = "| model | input latency |"
     rule = "|---|---:|"
     for group in groups:
-        head += f" {group}: n | measured | analytic cal. | analytic | spread | retest |"
-        rule += "---:|" * 6
+        head += (
+            f" {group}: n | measured | est. retest | analytic cal. | analytic | spread | retest |"
+        )
+        rule += "---:|" * 7
     if pricing:
         head, rule = head + " pricing |", rule + "---:|"
     lines = [head, rule]
     for m in document["models"]:
         if "error" in m:
-            lines.append(f"| {m['name']} | error: {m['error']} |" + " |" * (6 * len(groups)))
+            lines.append(f"| {m['name']} | error: {m['error']} |" + " |" * (7 * len(groups)))
             continue
         lat = m["reference_latency_ms"]
         cells = [m["name"], "-" if lat is None else f"{lat:.2f} ms"]
         for group in groups:
             if f"{group}_candidates" not in m:  # a document from before this group existed
-                cells += ["-"] * 6
+                cells += ["-"] * 7
                 continue
             lo, hi = m[f"{group}_latency_spread"]
             cells += [
                 str(m[f"{group}_candidates"]),
                 _fmt(m[f"{group}_spearman_measured"]),
+                _fmt(m.get(f"{group}_measured_retest")),
                 _fmt(m[f"{group}_spearman_analytic_calibrated"]),
                 _fmt(m[f"{group}_spearman_analytic"]),
                 f"{lo:.2f}-{hi:.2f}",
@@ -384,7 +400,10 @@ def markdown(document: dict[str, Any]) -> str:
         "latencies (target for the measured model: >= 0.8); *spread* is the range of latencies "
         "relative to the input; *retest* is the rho between two timings of the same candidates "
         f"({config['repeats']} passes, latency = their geometric mean): the noise ceiling, "
-        "since no estimate can rank latencies better than they rank themselves. Where the "
+        "since no estimate can rank latencies better than they rank themselves; *est. "
+        "retest* is the rho between the measured model's estimates and those of a second "
+        "measured model that times every node again (no cache): the noise of its timings. "
+        "Where the "
         "spread is a few percent, the retest is low and rho measures noise: the *wide* sample "
         "is there to spread the candidates wider than the noise. No candidate is dropped for "
         "its estimates or latency.",
@@ -435,6 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=5, help="candidates timed together")
     parser.add_argument(
         "--repeats", type=int, default=2, help="time every candidate this many times"
+    )
+    parser.add_argument(
+        "--no-measured-retest",
+        dest="measured_retest",
+        action="store_false",
+        help="do not price every candidate a second time without the cache",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache", default=None, help="cost cache folder")

@@ -62,7 +62,7 @@ def test_markdown_has_the_old_style_and_the_wide_table():
     }  # fmt: skip
     text = cost_rank.markdown(document)
     assert "Wide sample" in text and "6 longer walks" in text
-    assert "| new | 0.50 ms | 5 | 0.85 |" in text
+    assert "| new | 0.50 ms | 5 | 0.85 | - | 0.70 |" in text
     # A model from before the wide sample existed: dashes, not an error.
-    assert "| old | 0.50 ms | - | - | - | - | - | - |" in text
+    assert "| old | 0.50 ms | - | - | - | - | - | - | - |" in text
     assert "Mean rho over wide candidates" in text
