@@ -265,3 +265,20 @@ def test_break_cycles_keeps_the_input_and_drops_what_reads_back():
     )
     assert extract.break_cycles(p).members == [[0], [1, 3]]
     assert solve(p, 10).cost == 3.0
+
+
+def test_lp_support_keeps_what_the_relaxation_uses_and_the_input():
+    rng = random.Random(3)
+    for _ in range(30):
+        p = random_problem(rng)
+        leaf = p.members[0][-1]
+        p = ExtractionProblem(p.costs, p.kids, p.members, p.roots, original=frozenset({leaf}))
+        best = brute_force(p)
+        support = extract.lp_support(p, 10)
+        assert support is not None
+        assert all(set(s) <= set(m) for s, m in zip(support.members, p.members, strict=True))
+        assert leaf in support.members[0]
+        choice, _ = ilp_choice(support, 10)
+        if choice is not None:  # a choice of the restricted problem is one of the whole
+            assert dag_cost(p, choice) >= best - 1e-9
+        assert solve(p, 10).cost <= dag_cost(p, greedy_choice(p)) + 1e-9
