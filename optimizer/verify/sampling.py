@@ -954,6 +954,9 @@ class Sampler:
             return TensorType(DType.INT64, shape), data
         elif role == "pads":
             values = [self.pick((0, 0, 1, 2)) for _ in range(2 * r)]
+            if self.chance(0.25):  # padding one side of one axis (channel padding, say)
+                keep = self.pick(range(2 * r))
+                values = [v if i == keep else 0 for i, v in enumerate(values)]
             for i in range(2 * r):  # sometimes a crop (negative pad) that leaves something
                 if s[i % r] > 1 and self.chance(0.08):
                     values[i] = -1

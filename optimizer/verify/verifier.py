@@ -17,7 +17,7 @@ from optimizer.verify.numeric import NumericResult, check_instance, run_on
 
 #: Bump when a change to the verifier may change verdicts: cached results of other versions are
 #: ignored.
-VERIFIER_VERSION = "2"
+VERIFIER_VERSION = "3"
 #: Seconds the numeric tier may spend on one rule (the proof instances are checked anyway).
 NUMERIC_BUDGET_S = 3.0
 

@@ -38,6 +38,8 @@ PADDING_RULES = (
     "avgpool-as-padded-depthwise-conv",
     "pad-channels-into-conv-bias",
     "pad-channels-into-conv-bias-relu",
+    "pad-channels-into-conv",
+    "pad-channels-into-conv-relu",
 )
 
 
