@@ -9,14 +9,15 @@ rules per node (see :meth:`~optimizer.rewrite.match.MatchIndex.matches`).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from optimizer.cost import CostModel
-from optimizer.ir import Graph, Node, Value
+from optimizer.ir import Graph, Node, NodeMeta, Value, transform
 from optimizer.passes.rewrite import Pricer, describe_nodes
-from optimizer.rewrite.apply import apply_match, new_nodes, replacement
+from optimizer.rewrite.apply import apply_match, exists_in, new_nodes, replacement
 from optimizer.rewrite.match import GraphContext, Match, MatchIndex, context
 from optimizer.rewrite.rule import Op
 from optimizer.search.base import TraceStep
@@ -126,6 +127,63 @@ class Explorer:
         if result is not None and self.region is not None:
             self.region.update(self.created(graph, step))
         return result
+
+    def apply_all(self, graph: Graph, steps: Iterable[Step]) -> tuple[Graph, list[Step]] | None:
+        """``graph`` after the single-root ``steps`` (no two matching one node) in one rebuild,
+        and the steps applied. A step whose bound values an earlier (upstream) step rebuilt
+        is built again over the rebuilt values; one that cannot be (its rewrite refuses them,
+        a value changed from or to a constant) is left out. None when nothing applies, when a
+        created op is missing from the model's opset, or when a node that must stay would go.
+        """
+        ctx = self.context(graph)
+        by_root = {s.match.roots[0].node: s for s in steps if len(s.match.roots) == 1}
+        moved: dict[Value, Value] = {}  # old value -> its value in the result
+        applied: list[Step] = []
+        created: dict[Node, str] = {}
+
+        def rewrite(node: Node, inputs: list[Value | None]) -> list[Value] | None:
+            step = by_root.get(node)
+            values = None if step is None else self._rebuilt(step, moved)
+            if values is None:
+                caps = {name: moved.get(v, v) for name, v in node.captures}
+                same = all(a is b for a, b in zip(inputs, node.inputs)) and all(
+                    caps[n] is v for n, v in node.captures
+                )
+                if not same:  # what transform builds (hash-consing returns that very node)
+                    rebuilt = node.with_inputs(inputs, caps)
+                    moved.update(zip(node.outputs, rebuilt.outputs, strict=True))
+                return None
+            applied.append(step)
+            for made in new_nodes(values, ctx.position):
+                created.setdefault(made, step.rule)
+            out = [values[0] if v is step.match.roots[0] else v for v in node.outputs]
+            moved.update(zip(node.outputs, out, strict=True))
+            return out
+
+        result = transform(graph, rewrite)
+        if not applied or not all(exists_in(n, graph.meta) for n in created):
+            return None
+        live = set(result.nodes())
+        if any(n not in live for n in ctx.protected):
+            return None
+        meta = dict(result.node_meta)
+        for node, rule in created.items():
+            if node in live and node not in meta:
+                meta[node] = NodeMeta(provenance=rule)
+        if self.region is not None:
+            self.region.update(created)
+        return dataclasses.replace(result, node_meta=meta), applied
+
+    def _rebuilt(self, step: Step, moved: dict[Value, Value]) -> tuple[Value, ...] | None:
+        """``step``'s replacement over the values its bound values moved to."""
+        match = step.match
+        tensors = {k: moved.get(v, v) for k, v in match.tensors.items()}
+        if all(tensors[k] is v for k, v in match.tensors.items()):
+            return step.values
+        if any(tensors[k].is_constant != v.is_constant for k, v in match.tensors.items()):
+            return None  # a precondition may read constness: not the match it was
+        values = replacement(dataclasses.replace(match, tensors=tensors), opset=self.opset)
+        return None if values is None else tuple(values)
 
     def created(self, graph: Graph, step: Step) -> list[Node]:
         """The nodes ``step`` adds to ``graph`` (operands first)."""

@@ -33,37 +33,53 @@ The exact searches also bound the cost as TASO does (a branch is cut once its co
 the same or a smaller depth, and stop at the budget's time limit (checked inside every loop
 over steps).
 
-**What makes it fast** (the search issue: TASO's reduction in a tenth of its time). A first
-version searched K-step sequences over the whole graph in time slices; on graphs with many
-neutral rewrites (72 Gemm weight transpositions in NasRNN, a hundred kernel enlargements in
-NASNet-A) it spent its time on sets of unrelated neutral steps and on re-pricing every step
-of every graph, and it never finished a slice that found nothing. Three changes, each sound
-for a node-additive cost (a graph's cost is the sum of its nodes'):
+**What makes it fast** (the search issue: TASO's reduction in a tenth of its time). The first
+version searched K-step sequences over the whole graph in time slices. On graphs with many
+neutral or slightly costlier rewrites (72 Gemm weight transpositions in NasRNN, a hundred
+kernel enlargements in NASNet-A, fire modules in SqueezeNet) it spent its time on sets of
+unrelated such steps (C(n, K) canonical sequences), re-priced every step of every graph, never
+finished a slice that found nothing (2.3 s on SqueezeNet, Inception, ResNeXt where nothing is
+to be found) and overran its time limit on NASNet-A (one listing of its steps took 0.6 s). Now
+(sound for a node-additive cost, where a graph's cost is the sum of its nodes' and rewrites of
+unrelated regions commute and add):
 
 1. **descent first** (:meth:`_Search.descend`): every step that lowers the cost by itself is
    taken without search, in rounds: one matching of the graph per round, then the improving
    steps that share no node, best first, applied downstream first (a rewrite rebuilds only
-   what lies downstream of it, so upstream matches stay valid), each checked on the exact
-   cost. This is greedy's result at a fraction of its matchings; the exact search starts
-   from there (so it never ends worse than the descent).
-2. **locality** (:meth:`_Search.lookahead`): after its first step a sequence may only take
-   steps that touch what earlier steps touched (a created node, a node reading one, a node
-   sharing an input with one, the consumers of a replaced value). Steps on unrelated parts of
-   the graph commute and their costs add, so a sequence mixing independent parts is never
-   better than its best part alone plus the others found after a restart. This turns the
-   C(n, K) subsets of n independent neutral steps into n short local chains.
-3. **restart on improvement, and remember what failed**: the K-step lookahead ends with the
-   first first-step subtree that improves on the graph; the search descends again from the
-   best graph and looks ahead again. A first step whose subtree found nothing is not tried
-   again while its nodes stay unchanged (its match key stays the same exactly then), so a
-   lookahead after an improvement re-explores only around what changed (OCGGS's reuse of
-   results across searches). The search ends when a lookahead finds nothing (``fixed point``).
+   what lies downstream of it, so upstream matches stay valid). The prices err on the costly
+   side only, so a round is priced exactly once, at its end (a round whose steps interfered
+   so that it gained nothing is redone checking each step). The lookahead starts from there,
+   so the search never ends worse than this descent.
+2. **local sequences** (:meth:`_Search._subtree`): after its first step a sequence may only
+   take steps that touch what earlier steps touched (a created node, a node reading one, a
+   node sharing an input with one, a reader of a replaced value): a sequence mixing unrelated
+   regions is never better than its best region alone plus the others found later. And a
+   costlier step (one that does not lower the cost) must be used (a later step matches what
+   it made) by one of the next two steps, with at most two waiting at once (the two sides of
+   a merge): a costlier step nothing uses only adds its cost. This turns C(n, K) subsets of
+   n neutral steps into n short local chains. New nodes are matched again only within
+   ``LOCAL_DEPTH`` edges (the patterns that continue a costlier step are shallow).
+3. **passes, first improvement**: a lookahead pass opens one subtree per first step, downstream
+   first; a subtree ends at its first graph cheaper than its root, which the pass takes
+   before going on upstream (the first steps still ahead stay valid). After a pass that
+   improved, the search descends and passes again; it ends when a pass finds nothing
+   (``fixed point``). All passes together get a share of the time limit
+   (``LOOKAHEAD_SHARE``, ``LOOKAHEAD_RATIO``).
+4. **what failed is not tried again**: a first step whose subtree found nothing is skipped in
+   later passes while its nodes stay unchanged (its match key stays the same exactly then),
+   and so is any first step whose surroundings within ``SIGNATURE_RADIUS`` edges have the same
+   structure (:func:`_signature`: ops, attributes, types, small integer constants, edges):
+   the same rewrite in another copy of a repeated cell (NasRNN's steps, NASNet-A's cells,
+   BERT's layers) has the same local sequences and prices.
 
 Known gaps, kept deliberately: multi-root rules are matched afresh around new nodes in (a) and
 their inherited matches in (b) are revalidated only by their nodes being present, so a
-multi-root match that appears because a consumer changed elsewhere may be missed; locality
-misses a connected group of steps whose canonical order starts with two steps that touch
-nothing in common and are joined only later by a third.
+multi-root match that appears because a consumer changed elsewhere may be missed; a
+connected group of steps whose canonical order starts with two steps that touch nothing in
+common is missed; so is a payoff that needs more than two costlier steps at once (rewriting
+every reader of a shared value before the value can go: TASO finds that, slowly); and a
+signature describes a few edges only, so two cells alike there but different further away
+share their verdict.
 """
 
 from __future__ import annotations
@@ -164,8 +180,13 @@ def _touched_by(child: Graph, ctx, created: list[Node], values: Iterable[Value])
     return out
 
 
-#: Share of the time limit the lookahead passes get in all (the descent is not counted).
-LOOKAHEAD_SHARE = 0.2
+#: The lookahead passes of one call get in all at most this share of its time limit, and at
+#: most ``LOOKAHEAD_RATIO`` times the seconds its descents took (at least ``LOOKAHEAD_FLOOR``):
+#: the search pipeline calls the search again after folding constants, and a call on a graph
+#: the previous call left at a fixed point (its descent finds little) should end soon.
+LOOKAHEAD_SHARE = 0.1
+LOOKAHEAD_RATIO = 1.0
+LOOKAHEAD_FLOOR = 0.3
 #: Edges around a first step that its signature describes, and the most nodes it may hold.
 SIGNATURE_RADIUS = 2
 SIGNATURE_NODES = 256
@@ -245,6 +266,10 @@ class _Search:
     fruitless: dict[tuple, Match] = field(default_factory=dict)
     #: The same, by the structure around the step (:func:`_signature`).
     fruitless_shapes: set[tuple] = field(default_factory=set)
+    #: Whether the descent applies a round's single-root steps in one rebuild.
+    batch: bool = True
+    #: The last step list the descent made, with its graph's key.
+    listed: tuple[tuple, list[Step]] | None = None
     skipped: int = 0
 
     def out_of_budget(self) -> bool:
@@ -267,6 +292,7 @@ class _Search:
             self.descents += 1
             slack = TIE_SLACK * abs(current)
             steps = explorer.steps(graph, deadline=self.deadline)
+            self.listed = (graph.key, steps)  # the lookahead starts from the last list
             improving = sorted((s for s in steps if s.delta < -slack), key=lambda s: s.delta)
             chosen: list[Step] = []
             used: set[Node] = set()
@@ -280,7 +306,17 @@ class _Search:
             # at its end (pricing every graph is a walk over the whole graph); a round whose
             # steps interfered so that it gained nothing is redone checking each step.
             start, start_cost, mark = graph, current, len(trace)
-            graph, current = self._apply_round(graph, current, chosen, trace, exact=False)
+            # Single-root steps in one rebuild of the graph (applying them one by one costs a
+            # rebuild each), the others one by one.
+            batch = explorer.apply_all(graph, chosen) if self.batch else None
+            rest = chosen
+            if batch is not None:
+                graph, applied = batch
+                for step in applied:
+                    trace.append(explorer.trace_step(start, step, current))
+                    current += step.delta
+                rest = [s for s in chosen if len(s.match.roots) > 1]
+            graph, current = self._apply_round(graph, current, rest, trace, exact=False)
             if graph is not start:
                 current = self.cost(graph)
                 if current >= start_cost - slack:
@@ -323,15 +359,18 @@ class _Search:
     # ------------------------------------------------------------ lookahead
 
     def lookahead(self, graph: Graph, g_cost: float) -> _Best | None:
-        """One K-step lookahead pass over ``graph`` (module docstring, 2. and 3.): each first
+        """One K-step lookahead pass over ``graph`` (module docstring, 2. to 4.): each first
         step, downstream first, opens a subtree of local sequences; the first improvement a
         subtree finds is taken and the pass goes on upstream on the better graph. Returns
         the graph after the pass with the steps taken, or None when nothing improved."""
         self.lookaheads += 1
         explorer, budget = self.explorer, self.budget
         current = with_lineage(graph)
-        self.expanded += 1
-        first = explorer.steps(current, deadline=self.deadline)
+        if self.listed is not None and self.listed[0] == current.key:
+            first = list(self.listed[1])  # the descent's last list: nothing changed since
+        else:
+            self.expanded += 1
+            first = explorer.steps(current, deadline=self.deadline)
         position = explorer.context(current).position
         # Downstream first: an improvement rebuilds only what lies below it, so the first
         # steps still ahead of the pass (upstream) stay valid on the better graph.
@@ -484,15 +523,20 @@ class _Search:
         steps: list[TraceStep] = []
         current = initial
         deadline, share = self.deadline, LOOKAHEAD_SHARE * self.budget.time_limit
+        descended = spent = 0.0
         while True:
+            started = time.perf_counter()
             graph, current = self.descend(graph, current, steps)
+            descended += time.perf_counter() - started
             if self.out_of_budget():
                 break
+            left = min(share, max(LOOKAHEAD_FLOOR, LOOKAHEAD_RATIO * descended) - spent)
             started = time.perf_counter()
-            self.deadline = min(deadline, started + share)
+            self.deadline = min(deadline, started + max(left, 0.0))
             found = self.lookahead(graph, current)
             self.deadline = deadline
             share -= time.perf_counter() - started
+            spent += time.perf_counter() - started
             if found is None:
                 break  # a K-step lookahead from every step finds nothing better
             graph, current = found.graph, found.cost
