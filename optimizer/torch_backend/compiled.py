@@ -281,9 +281,18 @@ class CompiledGraph:
             return None
         start = time.perf_counter()
         cache = compile_cache.CompileCache(compile_cache.cache_root(self.options))
-        key = compile_cache.compile_key(
-            self.gm, args, frozen=self.frozen, scalars=self._scalars, options=self.options
-        )
+        try:
+            key = compile_cache.compile_key(
+                self.gm, args, frozen=self.frozen, scalars=self._scalars, options=self.options
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. a tensor whose bytes cannot be read
+            warnings.warn(
+                f"graphopt compile cache: cannot key {self.name} ({type(exc).__name__}: {exc}); "
+                "compiling it without the cache",
+                compile_cache.GraphoptCacheWarning,
+                stacklevel=4,
+            )
+            return None
         hit = cache.load(key)
         stats.lookup = time.perf_counter() - start
         stats.cache = "miss"
@@ -292,11 +301,10 @@ class CompiledGraph:
         exported = hit.exported
         feeds = [args[i] for i in exported.feeds]
         device = _device_of(feeds, args, exported.frozen)
+        providers = providers_for(device, self.options)  # fails as a miss would: no discard
         start = time.perf_counter()
         try:
-            runner = OrtRunner(
-                hit.model_path, device, self.options, providers=providers_for(device, self.options)
-            )
+            runner = OrtRunner(hit.model_path, device, self.options, providers=providers)
         except SessionError as exc:
             cache.discard(key, f"onnxruntime cannot load entry {key}: {exc}")
             return cache, key

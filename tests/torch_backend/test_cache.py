@@ -223,3 +223,16 @@ def test_key_names_targets_without_addresses():
     for target in (torch.nn.functional.linear, torch.matmul, torch.ops.aten.add.Tensor, "relu"):
         name = compile_cache._target_name(target)
         assert "0x" not in name and name
+
+
+def test_unkeyable_call_compiles_without_the_cache(tmp_path, monkeypatch):
+    def unreadable(t):
+        raise RuntimeError("cannot read these bytes")
+
+    monkeypatch.setattr(compile_cache, "tensor_digest", unreadable)
+    model, x = Net().eval(), torch.randn(3, 8)
+    with pytest.warns(GraphoptCacheWarning, match="without the cache"):
+        out, stats = _compile_once(model, x)
+    assert (stats.cache, stats.exports) == ("off", 1) and _entries(tmp_path) == []
+    with torch.inference_mode():
+        assert_same(out, model(x))
