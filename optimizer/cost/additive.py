@@ -7,14 +7,15 @@ search price a rewrite from the nodes it adds and removes alone.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable, Sequence
 
-from optimizer.ir import Graph, Node, TensorType
+from optimizer.ir import Graph, Node, TensorType, Value
 from optimizer.ir.ops import CONTROL_FLOW_OPS, NONDETERMINISTIC_OPS
 from optimizer.ir.types import DType
 from optimizer.rewrite.match import context
 
-__all__ = ["NodeAdditive", "foldable"]
+__all__ = ["NodeAdditive", "computed_from_constants", "foldable"]
 
 
 def foldable(node: Node) -> bool:
@@ -32,6 +33,39 @@ def foldable(node: Node) -> bool:
             for v in node.outputs
         )
     )
+
+
+#: Node -> whether its outputs are computable from constants alone (nodes are immutable).
+_FROM_CONSTANTS: weakref.WeakKeyDictionary[Node, bool] = weakref.WeakKeyDictionary()
+
+
+def computed_from_constants(value: Value) -> bool:
+    """Whether ``value`` is a constant or computable from constants alone (what onnxruntime's
+    constant folding, and graphopt's, evaluate before the model runs)."""
+    if value.is_constant:
+        return True
+    todo = [value.node]
+    while todo:  # depth first, without recursion: constant chains can be long
+        node = todo[-1]
+        if node in _FROM_CONSTANTS:
+            todo.pop()
+            continue
+        if node.is_source or not foldable(node):  # a graph input, or run at run time
+            _FROM_CONSTANTS[node] = False
+            todo.pop()
+            continue
+        pending = [
+            v.node for v in node.inputs
+            if v is not None and not v.is_constant and v.node not in _FROM_CONSTANTS
+        ]  # fmt: skip
+        if pending:
+            todo.extend(pending)
+            continue
+        _FROM_CONSTANTS[node] = all(
+            v is None or v.is_constant or _FROM_CONSTANTS[v.node] for v in node.inputs
+        )
+        todo.pop()
+    return _FROM_CONSTANTS[value.node]
 
 
 class NodeAdditive:

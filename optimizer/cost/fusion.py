@@ -22,6 +22,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from optimizer.cost.additive import computed_from_constants
 from optimizer.cost.layout import (
     POOLS,
     UNBLOCKED_DEPTHWISE_FACTOR,
@@ -107,7 +108,7 @@ def _add_fuses(produced, other) -> bool:
             return True
         # a constant per output channel becomes the Conv's bias (ConvAddFusion)
         return (
-            other.is_constant
+            computed_from_constants(other)
             and len(addend) == len(out)
             and all(d == 1 for i, d in enumerate(addend) if i != 1)
             and addend[1] in (1, out[1])

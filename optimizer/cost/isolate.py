@@ -42,7 +42,6 @@ import math
 import os
 import tempfile
 import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -50,7 +49,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from optimizer.cost.additive import foldable
+from optimizer.cost.additive import computed_from_constants
 from optimizer.cost.device import DeviceSpec
 from optimizer.errors import GraphoptError
 from optimizer.ir import Attr, Node, TensorType, Value
@@ -172,39 +171,6 @@ def _concrete(
 
 def _keeps_values(data) -> bool:
     return not data.dtype.is_float or data.size <= SMALL_CONSTANT
-
-
-#: Node -> whether its outputs are computable from constants alone (nodes are immutable).
-_FROM_CONSTANTS: weakref.WeakKeyDictionary[Node, bool] = weakref.WeakKeyDictionary()
-
-
-def computed_from_constants(value: Value) -> bool:
-    """Whether ``value`` is a constant or computable from constants alone (what onnxruntime's
-    constant folding, and graphopt's, evaluate before the model runs)."""
-    if value.is_constant:
-        return True
-    todo = [value.node]
-    while todo:  # depth first, without recursion: constant chains can be long
-        node = todo[-1]
-        if node in _FROM_CONSTANTS:
-            todo.pop()
-            continue
-        if node.is_source or not foldable(node):  # a graph input, or run at run time
-            _FROM_CONSTANTS[node] = False
-            todo.pop()
-            continue
-        pending = [
-            v.node for v in node.inputs
-            if v is not None and not v.is_constant and v.node not in _FROM_CONSTANTS
-        ]  # fmt: skip
-        if pending:
-            todo.extend(pending)
-            continue
-        _FROM_CONSTANTS[node] = all(
-            v is None or v.is_constant or _FROM_CONSTANTS[v.node] for v in node.inputs
-        )
-        todo.pop()
-    return _FROM_CONSTANTS[value.node]
 
 
 def _operand_kind(value: Value, dtype: DType) -> str:

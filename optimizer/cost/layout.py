@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import weakref
 
-from optimizer.cost.additive import foldable
+from optimizer.cost.additive import computed_from_constants
 from optimizer.ir import Node, TensorType, Value
 
 __all__ = [
@@ -106,26 +106,10 @@ def _data_inputs(node: Node) -> list[Value]:
     """The 4-D inputs a layout change would be inserted on (a Conv's weights and biases, and
     other constants, are reordered once when the session is built)."""
     values = node.inputs[:1] if node.op == "Conv" else node.inputs
-    return [v for v in values if v is not None and not _constant(v) and _shape4(v) is not None]
-
-
-_CONSTANT: weakref.WeakKeyDictionary[Node, bool] = weakref.WeakKeyDictionary()
-
-
-def _constant(value: Value) -> bool:
-    """Whether ``value`` is a constant or computed from constants alone (a rewrite's
-    ``Expand(scalar)`` before constant folding replaces it)."""
-    node = value.node
-    if node.is_constant:
-        return True
-    if node.is_source:
-        return False
-    found = _CONSTANT.get(node)
-    if found is None:
-        found = _CONSTANT[node] = foldable(node) and all(
-            v is None or _constant(v) for v in node.inputs
-        )
-    return found
+    return [
+        v for v in values
+        if v is not None and not computed_from_constants(v) and _shape4(v) is not None
+    ]  # fmt: skip
 
 
 def _conv_blocked(node: Node) -> bool:
