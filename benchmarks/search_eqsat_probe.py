@@ -35,7 +35,8 @@ from optimizer.search.eqsat import eqsat  # noqa: E402
 DEFAULT_MODELS = (*models.SUITES["quick"], "resnet50", "bert_base", "inception_v3")
 
 COLUMNS = (
-    "model", "nodes", "eqsat s", "iters", "e-nodes", "stopped", "extraction", "ILP",
+    "model", "nodes", "eqsat s", "saturation s", "extraction s", "iters", "e-nodes",
+    "stopped", "extraction", "ILP",
     "cost before", "eqsat cost", "eqsat gain", "greedy s", "greedy cost", "greedy gain",
     "same outputs",
 )  # fmt: skip
@@ -69,6 +70,8 @@ def probe(name: str, budget: Budget, check: bool = True) -> list[str]:
         name,
         str(len(graph.nodes())),
         f"{eq_seconds:.1f}",
+        f"{extra.get('saturation_seconds', 0.0):.1f}",
+        f"{extra.get('extraction_seconds', 0.0):.1f}",
         str(extra.get("iterations")),
         str(extra.get("enodes")),
         trace.stopped_by,

@@ -18,8 +18,9 @@ Pienaar, MLSys 2021) over graphopt's IR and rule library, with the
    ``budget.time_limit`` (``"time limit"``), leaving the rest of the time to extraction;
 4. extraction (:mod:`~optimizer.search.extract`, :mod:`~optimizer.search.extract_egraph`)
    picks one e-node per needed class, minimising the graph's cost with shared nodes counted
-   once: ILP with acyclicity constraints on HiGHS, egg's greedy extractor as fallback; the
-   chosen graph is rebuilt as IR and checked.
+   once: ILP on HiGHS over the members that cannot close a cycle (for at most
+   :data:`ILP_SHARE` of the time limit), egg's greedy extractor as fallback; the chosen
+   graph is rebuilt as IR and checked.
 
 The result is returned only when its cost, ``cost(graph)``, is strictly below the input's;
 otherwise the input itself is. Nodes that must stay (random generators, opaque custom ops) are

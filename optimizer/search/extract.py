@@ -27,9 +27,10 @@ greedy extractor minimises.
   constraints above, whose relaxation HiGHS could not close on NasRNN's e-graph in a minute),
   runs greedy always, the ILP when asked and within its time limit (first over the members
   its linear relaxation uses, :func:`lp_support`, which HiGHS solves in a fraction of a
-  second, then whole), and keeps the cheapest valid choice by DAG cost. The ILP says "a chosen member needs each class it reads" once per
-  (class, kid) over the class's members, which exclude each other: per member, the relaxation
-  let a kid be half chosen under a class with two members reading it.
+  second, then whole), and keeps the cheapest valid choice by DAG cost. The ILP says "a
+  chosen member needs each class it reads" once per (class, kid) over the class's members,
+  which exclude each other (per member, the relaxation let a kid be half chosen under a
+  class with two members reading it).
 
 :mod:`~optimizer.search.extract_egraph` builds a problem from an e-graph and turns a choice
 back into an IR :class:`~optimizer.ir.Graph`.
