@@ -273,7 +273,7 @@ class Saturation:
                 found_here = self._multi_matches(rule, roots, deadline)
             else:
                 found_here = self.matchers[rule.name].matches(roots, deadline)
-            if self.region is not None:
+            if self.region is not None and not multi:
                 found_here = (m for m in found_here if all(map(self._in_region, m.enodes)))
             matches = list(itertools.islice(found_here, limit + 1))
             if time.perf_counter() >= deadline:  # possibly cut short: apply what was found
@@ -299,6 +299,8 @@ class Saturation:
         for m in self.matchers[rule.name].matches(roots, deadline, taken):
             if self._closes_cycle(m):
                 continue
+            if self.region is not None and not all(map(self._in_region, m.enodes)):
+                continue  # filtered before its roots are taken, so they stay free
             taken.update(m.roots)
             yield m
 

@@ -604,7 +604,8 @@ def prefer_original(problem: ExtractionProblem, choice: dict[int, int]) -> dict[
             except ExtractionError:
                 continue
             trial = {k: trial[k] for k in order}
-            cost = dag_cost(problem, trial)
+            # dag_cost's sum, without walking the choice a second time
+            cost = float(sum(problem.costs[m] for m in sorted(set(trial.values()))))
             if cost <= best_cost + TIE_TOLERANCE * abs(best_cost):
                 best, best_cost = trial, cost
                 break
