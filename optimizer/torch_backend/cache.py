@@ -33,10 +33,15 @@ place, so a reader sees a whole entry or none. An entry that cannot be read (dam
 from another format) is ignored with one warning and compiled again; the fresh entry replaces
 it. File sizes and the graph file's digest are checked on load; the weights file is checked by
 size only (a digest would cost as much as hashing the weights again).
+
+**Size**: after each store, the least recently used entries (a hit marks its entry used) are
+removed until the cache holds at most ``$GRAPHOPT_TORCH_CACHE_SIZE_GB`` (default 10) GB; the
+entry just stored always stays.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -46,6 +51,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, fields
@@ -67,6 +73,12 @@ FORMAT = 1
 DIR_ENV = "GRAPHOPT_TORCH_CACHE_DIR"
 #: Environment variable that turns the cache off when "0" (or "false", "no", "off").
 ENABLE_ENV = "GRAPHOPT_TORCH_CACHE"
+#: Environment variable bounding the cache's size, in GB (default :data:`DEFAULT_SIZE_GB`).
+SIZE_ENV = "GRAPHOPT_TORCH_CACHE_SIZE_GB"
+#: Entries weigh what the model's weights weigh (BERT-base 0.44 GB): keep at most this much.
+DEFAULT_SIZE_GB = 10.0
+#: A staging folder this old was left by a process that died while writing it.
+_STALE_STAGING_SECONDS = 3600.0
 MODEL_FILE = "model.onnx"
 DATA_FILE = MODEL_FILE + ".data"
 ENTRY_FILE = "entry.pkl"
@@ -315,6 +327,8 @@ class CompileCache:
                 nodes_before=int(meta["nodes_before"]),
                 nodes_after=int(meta["nodes_after"]),
             )
+            with contextlib.suppress(OSError):
+                os.utime(folder)  # used now: the last entry pruning removes
         except Exception as exc:  # noqa: BLE001 - any unreadable entry is only a miss
             self.discard(key, f"cannot read entry {folder}: {_reason(exc)}")
             return None
@@ -325,6 +339,30 @@ class CompileCache:
             f"graphopt compile cache: {reason}; compiling again", GraphoptCacheWarning, stacklevel=2
         )
         shutil.rmtree(self.entry_dir(key), ignore_errors=True)
+
+    def prune(self, keep: str | None = None) -> None:
+        """Remove the least recently used entries beyond :func:`size_limit` (never ``keep``),
+        and staging folders that dying processes left behind."""
+        limit, now = size_limit(), time.time()
+        entries = []
+        try:
+            for folder in self.root.iterdir():
+                if not folder.is_dir():
+                    continue
+                if folder.name.startswith(".writing-"):
+                    if now - folder.stat().st_mtime > _STALE_STAGING_SECONDS:
+                        shutil.rmtree(folder, ignore_errors=True)
+                    continue
+                entries.append((folder.stat().st_mtime, folder.name, _folder_size(folder)))
+        except OSError:  # another process pruning at the same time: it will finish the job
+            return
+        total = sum(size for _, _, size in entries)
+        for _, name, size in sorted(entries):
+            if total <= limit:
+                break
+            if name != keep:
+                shutil.rmtree(self.root / name, ignore_errors=True)
+                total -= size
 
     def stage(self) -> Path | None:
         """A fresh folder inside the cache for an entry being written (None, after a warning,
@@ -384,6 +422,7 @@ class CompileCache:
             if target.exists():  # another process stored the same key meanwhile: keep it
                 return True
             os.rename(staging, target)
+            self.prune(keep=key)
             return True
         except Exception as exc:  # noqa: BLE001 - a cache that cannot store is only slower
             if not self.entry_dir(key).is_dir():
@@ -395,6 +434,19 @@ class CompileCache:
             return False
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def size_limit() -> float:
+    """The cache's size bound in bytes (``$GRAPHOPT_TORCH_CACHE_SIZE_GB``)."""
+    try:
+        gb = float(os.environ.get(SIZE_ENV, DEFAULT_SIZE_GB))
+    except ValueError:
+        gb = DEFAULT_SIZE_GB
+    return max(gb, 0.0) * 1e9
+
+
+def _folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
 
 
 def _dump_spec(spec: Any) -> tuple[str, Any]:

@@ -237,3 +237,16 @@ def test_unkeyable_call_compiles_without_the_cache(tmp_path, monkeypatch):
     assert (stats.cache, stats.exports) == ("off", 1) and _entries(tmp_path) == []
     with torch.inference_mode():
         assert_same(out, model(x))
+
+
+def test_least_recently_used_entries_go_beyond_the_size_bound(tmp_path, monkeypatch):
+    model, x = Net().eval(), torch.randn(3, 8)
+    _compile_once(model, x)
+    (first,) = _entries(tmp_path)
+    # a bound below one entry's size: each store keeps only the entry it just wrote
+    monkeypatch.setenv(compile_cache.SIZE_ENV, "1e-6")
+    with torch.no_grad():
+        model.fc2.weight.mul_(2.0)
+    _compile_once(model, x)
+    (second,) = _entries(tmp_path)
+    assert second != first
