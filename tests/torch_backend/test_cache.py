@@ -250,3 +250,12 @@ def test_least_recently_used_entries_go_beyond_the_size_bound(tmp_path, monkeypa
     _compile_once(model, x)
     (second,) = _entries(tmp_path)
     assert second != first
+
+
+def test_unoptimized_models_are_cached_too(tmp_path):
+    model, x = Net().eval(), torch.randn(3, 8)
+    first, stats = _compile_once(model, x, optimize=False)
+    assert stats.cache == "miss"
+    second, stats = _compile_once(model, x, optimize=False)
+    assert (stats.cache, stats.exports) == ("hit", 0)
+    assert torch.equal(second["y"], first["y"])
