@@ -2,7 +2,8 @@
 PVLDB 2020), as its authors' code does it (ANCHORS.md), made to finish fast.
 
 The problem: the cheapest graph reachable by at most K substitutions (K = ``budget.max_depth``).
-Three searches share one machinery:
+Three searches share one machinery (the exact two search K-step sequences in a lookahead from
+a descent's graph, with the dominance rules of "What makes it fast" below):
 
 - **order keys**: every node has a key; nodes of the input graph ``(-1, position)``, nodes
   created by the t-th step of a sequence ``(t, index)``. A step's ``biggest`` is the largest key
@@ -11,24 +12,24 @@ Three searches share one machinery:
   immutable, so a rewrite rebuilds every node downstream of it; a rebuilt node keeps its
   *lineage* (the :class:`~optimizer.ir.NodeMeta` object, which :func:`~optimizer.ir.transform`
   carries over), and keys belong to lineages, so a rebuilt node keeps its key.
-- **pruning** (exact, :func:`ocggs_prune`): a step may follow the previous one only if its
+- **pruning** (:func:`ocggs_prune`): a step may follow the previous one only if its
   ``biggest`` is larger. A step that uses a node the previous step created always passes (that
   node's key is larger than anything the previous step matched); independent steps survive in
   one canonical order only, so each set of independent substitutions is explored once.
-- **dynamic programming with pruning** (exact, :func:`ocggs_dp`): a search-tree node's
+- **dynamic programming with pruning** (:func:`ocggs_dp`, ``--search ocggs``): a search-tree node's
   children are (a) the matches that include a node its last step created (or share an input
   with one: the second root of a merge), found by matching only around those nodes, and (b)
   its parent's other candidate steps that share no matched node with the last step and pass
   the order check, replayed without matching again (those whose nodes the last step rebuilt
   are matched again at their rebuilt root only).
-- **sampling** (polynomial, :func:`ocggs_sample`): level by level, keep the
-  ``sample_size / 2`` cheapest cost-decreasing graphs and the ``sample_size / 2``
+- **sampling** (polynomial, :func:`ocggs_sample`): from the descent's graph, level by level,
+  keep the ``sample_size / 2`` cheapest cost-decreasing graphs and the ``sample_size / 2``
   cost-increasing graphs with the best one-step follow-up gain; expand each kept
   cost-increasing graph once more and keep its improving children; those and the kept
   decreasing graphs form the next level. This is what lets a costlier step (enlarging a
   kernel) reach a cheaper graph (merging convolutions).
 
-The exact searches also bound the cost as TASO does (a branch is cut once its cost reaches
+The lookahead also bounds the cost as TASO does (a branch is cut once its cost reaches
 ``alpha`` times the best found), visit cheaper steps first, skip structures already reached at
 the same or a smaller depth, and stop at the budget's time limit (checked inside every loop
 over steps).
@@ -281,6 +282,14 @@ class _Search:
             return True
         return False
 
+    def _timed(self, matches: Iterable[Match]) -> Iterable[Match]:
+        """``matches`` until the deadline (most are filtered out before a step is priced,
+        where the step list checks the time)."""
+        for match in matches:
+            if time.perf_counter() > self.deadline:
+                return
+            yield match
+
     # ------------------------------------------------------------ descent
 
     def descend(self, graph: Graph, current: float, trace: list[TraceStep]) -> tuple[Graph, float]:
@@ -419,7 +428,9 @@ class _Search:
             """Local candidate steps of ``g`` (DP: local matching plus replayed parent steps)
             whose matches pass ``keep`` (checked before pricing them)."""
             if not self.dp:
-                local = (m for m in explorer.matches(g) if _local(g, m, touched) and keep(m))
+                local = (
+                    m for m in self._timed(explorer.matches(g)) if _local(g, m, touched) and keep(m)
+                )
                 return explorer.steps(g, matches=local, deadline=self.deadline)
             by_token = {_token(g, n): n for n in ctx.order}
             anchors = set(made)
@@ -442,7 +453,7 @@ class _Search:
                     region.update(ctx.consumers.get(v, ()))
             local = (
                 m
-                for m in chain(explorer.matches(g, region), replay)
+                for m in self._timed(chain(explorer.matches(g, region), replay))
                 if _local(g, m, touched) and keep(m)
             )
             return explorer.steps(g, matches=local, deadline=self.deadline)
@@ -533,6 +544,7 @@ class _Search:
             left = min(share, max(LOOKAHEAD_FLOOR, LOOKAHEAD_RATIO * descended) - spent)
             started = time.perf_counter()
             self.deadline = min(deadline, started + max(left, 0.0))
+            self.stopped = "fixed point"  # unless this pass runs out of time
             found = self.lookahead(graph, current)
             self.deadline = deadline
             share -= time.perf_counter() - started
