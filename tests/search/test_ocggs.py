@@ -152,3 +152,45 @@ def test_a_zero_time_limit_returns_the_input_unchanged():
     assert trace.stopped_by == "time limit" and not trace.steps
     assert result.key == graph.key
     assert np.isclose(trace.cost_after, trace.cost_before)
+
+
+def _layers(n: int):
+    """``n`` layers of MatMul + bias Add + a cancelling Transpose pair: independent
+    improvements in a chain, each downstream of the one before."""
+    nodes, inits, h = [], [], "x"
+    for i in range(n):
+        inits += [init(f"w{i}", rand(16, 16, seed=i)), init(f"b{i}", rand(16, seed=100 + i))]
+        nodes += [
+            helper.make_node("MatMul", [h, f"w{i}"], [f"mm{i}"]),
+            helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"ad{i}"]),
+            helper.make_node("Transpose", [f"ad{i}"], [f"t{i}"], perm=[1, 0]),
+            helper.make_node("Transpose", [f"t{i}"], [f"h{i}"], perm=[1, 0]),
+        ]
+        h = f"h{i}"
+    return model(nodes, [tensor("x", [4, 16])], [tensor(h, [4, 16])], inits)
+
+
+def test_applying_a_round_at_once_equals_applying_it_step_by_step():
+    from optimizer.passes.rewrite import default_rules
+    from optimizer.search.expand import Explorer
+
+    proto = _layers(4)
+    graph = imported(proto)
+    explorer = Explorer(default_rules(), _cost(), graph.meta.opset(""))
+    chosen, used = [], set()
+    for step in sorted(explorer.steps(graph), key=lambda s: s.delta):
+        if step.delta < 0 and step.match.nodes.isdisjoint(used):
+            chosen.append(step)
+            used |= step.match.nodes
+    assert len(chosen) >= 4  # every layer offers one: later ones read rebuilt values
+    batch, applied = explorer.apply_all(graph, chosen)
+    assert len(applied) == len(chosen)
+    one_by_one = graph
+    position = explorer.context(graph).position
+    for step in sorted(chosen, key=lambda s: -max(position[n] for n in s.match.nodes)):
+        one_by_one = explorer.apply(one_by_one, step)  # downstream first: upstream stays valid
+    assert batch.key == one_by_one.key
+    batch.check()
+    assert all(batch.node_meta.get(n) is not None for n in batch.nodes())
+    report = runtime.compare_models(proto, onnx_io.to_proto(batch), rtol=1e-5, atol=1e-6)
+    assert report.ok, report
