@@ -37,7 +37,7 @@ _CACHE_ENV = {"inductor": "TORCHINDUCTOR_CACHE_DIR", "graphopt": "GRAPHOPT_TORCH
 #: The line a compile-only child process prints its result on.
 _RESULT_TAG = "GRAPHOPT_COMPILE_RESULT "
 #: Phases of a graphopt compilation (CompileStats fields), summed over the graphs.
-_PHASES = ("lookup", "export", "optimize", "verify", "session", "store", "check")
+_PHASES = ("lookup", "export", "save", "optimize", "verify", "session", "store", "check")
 
 
 def graphopt_variant(

@@ -84,7 +84,8 @@ class CompileStats:
 
     ``cache`` says how the persistent compile cache served it: ``"hit"`` (no export, no
     optimization), ``"miss"`` (compiled and stored), ``"off"``; ``lookup`` is the seconds
-    spent computing the key and reading the entry, ``store`` those spent storing it."""
+    spent computing the key and reading the entry, ``store`` those spent storing it, ``save``
+    those spent writing the exported model to the temporary file the optimizer reads."""
 
     export: float = 0.0
     optimize: float = 0.0
@@ -93,6 +94,7 @@ class CompileStats:
     check: float = 0.0
     lookup: float = 0.0
     store: float = 0.0
+    save: float = 0.0
     compilations: int = 0
     exports: int = 0
     nodes_before: int = 0
@@ -103,7 +105,7 @@ class CompileStats:
     def total(self) -> float:
         return (
             self.export + self.optimize + self.verify + self.session + self.check
-            + self.lookup + self.store
+            + self.lookup + self.store + self.save
         )  # fmt: skip
 
 
@@ -418,8 +420,10 @@ def _open_session(
     model's weights leave memory once saved."""
     with tempfile.TemporaryDirectory(prefix="graphopt-torch-", ignore_cleanup_errors=True) as tmp:
         source = os.path.join(tmp, "exported.onnx")
+        start = time.perf_counter()
         save_with_external_data(exported.model, source)
         exported.drop_weights()
+        stats.save = time.perf_counter() - start
         verify = options.optimize and options.verify
         reference = None
         if verify and not random:
