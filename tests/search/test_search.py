@@ -89,9 +89,9 @@ def test_algorithms_are_deterministic(name):
     _, first, t1 = _search(_mlp(3), name, time_limit=20)
     _, second, t2 = _search(_mlp(3), name, time_limit=20)
     assert [s.rule for s in t1.steps] == [s.rule for s in t2.steps]
-    assert onnx_io.to_proto(first).SerializeToString() == onnx_io.to_proto(
-        second
-    ).SerializeToString()
+    assert (
+        onnx_io.to_proto(first).SerializeToString() == onnx_io.to_proto(second).SerializeToString()
+    )
 
 
 @pytest.mark.parametrize("name", ("taso", "ocggs", "ocggs-prune", "ocggs-sample"))
