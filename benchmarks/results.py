@@ -43,7 +43,7 @@ RUNS: dict[str, tuple[str, dict]] = {
     "torch": (
         "torch eager and torch.compile (inductor) beside onnxruntime",
         {"suite": "taso", "models": ("resnet50", "bert_base", "gpt2_small"), "torch": True,
-         "rounds": 10},
+         "fresh_compiles": True, "rounds": 10},
     ),
 }  # fmt: skip
 

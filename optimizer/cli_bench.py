@@ -46,6 +46,14 @@ def bench(
         bool,
         typer.Option("--torch/--no-torch", help="Also time torch eager and torch.compile."),
     ] = False,
+    fresh_compiles: Annotated[
+        bool,
+        typer.Option(
+            "--fresh-compiles/--no-fresh-compiles",
+            help="With --torch: also time inductor's and graphopt's compile cold and warm, "
+            "each in a fresh process over caches of its own (minutes per model).",
+        ),
+    ] = False,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: ./bench-SUITE).")
     ] = None,
@@ -82,7 +90,8 @@ def bench(
         config = BenchConfig(
             suite=suite, models=_models(models), device=device, search=search,
             time_limit=time_limit, peers=peers, torch=torch_rows,
-            out=out_dir or Path(f"bench-{suite}"), batch=batch, threads=threads,
+            fresh_compiles=fresh_compiles, out=out_dir or Path(f"bench-{suite}"), batch=batch,
+            threads=threads,
             rounds=rounds, keep_models=keep_models,
         )  # fmt: skip
         from optimizer.api import OptimizeOptions

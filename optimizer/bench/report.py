@@ -110,8 +110,15 @@ def torch_table(document: dict[str, Any]) -> str | None:
     if not systems:
         return None
     head = ["model", "ORT-all ms", "graphopt+ORT ms"]
+    fresh = any(
+        "compile_cold_seconds" in r
+        for entry in document.get("models", [])
+        for r in entry.get("systems", {}).values()
+    )
     for s in systems:
         head += [f"{s} ms", f"{s} compile s"]
+        if fresh and s != "torch-eager":
+            head += [f"{s} cold s", f"{s} warm s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for entry in document.get("models", []):
         if entry.get("status") != "ok":
@@ -130,6 +137,11 @@ def torch_table(document: dict[str, Any]) -> str | None:
                 row += [_STATUS_MARK.get(r["status"], r["status"]), "-"]
             else:
                 row += [_fmt(r.get("latency_ms"), ".1f"), _fmt(r.get("compile_seconds"), ".1f")]
+            if fresh and s != "torch-eager":
+                row += [
+                    _fmt(r.get("compile_cold_seconds"), ".1f"),
+                    _fmt(r.get("compile_warm_seconds"), ".1f"),
+                ]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -169,7 +181,14 @@ def markdown_report(
     ]  # fmt: skip
     torch_rows = torch_table(document)
     if torch_rows:
-        parts += ["", "torch (latency per call; compile = first compiled call):", "", torch_rows]
+        legend = "torch (latency per call; compile = first compiled call in this process"
+        if "cold s" in torch_rows:
+            legend += (
+                "; cold / warm = the first compiled call in a fresh process over empty caches,"
+                " then in another over the caches the cold run filled (inductor's FX graph and"
+                " autograd caches, graphopt's compile cache)"
+            )
+        parts += ["", legend + "):", "", torch_rows]
     if chart:
         parts += ["", f"![speedup per model, suite {document.get('suite')}]({chart})"]
     return "\n".join(parts) + "\n"

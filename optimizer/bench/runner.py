@@ -61,6 +61,8 @@ class BenchConfig:
     - ``device``: where the timed sessions run ("cpu" or "cuda");
     - ``search``/``time_limit``: graphopt's search algorithm and the seconds it may take;
     - ``peers``/``torch``: also run the peer optimizers / torch eager and inductor;
+    - ``fresh_compiles``: with ``torch``, also time inductor's and graphopt's compile cold
+      (empty caches) and warm (caches filled by the cold run), each in a fresh process;
     - ``batch``: batch size of the exported models;
     - ``threads``: onnxruntime intra-op threads (and torch's); default: the usable CPUs;
     - ``rounds``/``sample_seconds``: the timing protocol (see :mod:`optimizer.timing`);
@@ -75,6 +77,7 @@ class BenchConfig:
     time_limit: float = 10.0
     peers: bool = False
     torch: bool = False
+    fresh_compiles: bool = False
     out: Path = Path("bench-results")
     batch: int = 1
     threads: int | None = None
@@ -296,7 +299,31 @@ def _torch_variants(name: str, config: BenchConfig, systems: dict[str, SystemRes
         variants.append(("torch-graphopt", run))
     except Exception as exc:  # noqa: BLE001 - as for inductor
         systems["torch-graphopt"] = SystemResult(status="failed", error=_one_line(exc))
+    if config.fresh_compiles:
+        _fresh_compile_times(name, config, device, systems)
     return variants
+
+
+def _fresh_compile_times(name, config, device, systems: dict[str, SystemResult]) -> None:
+    """Cold and warm compile seconds of inductor and graphopt, each in a fresh process over
+    caches of its own (:func:`optimizer.torch_backend.bench.fresh_process_compile_times`), into
+    the systems' ``compile_cold_seconds`` / ``compile_warm_seconds`` (graphopt's phases too)."""
+    from optimizer.torch_backend.bench import fresh_process_compile_times
+
+    times = fresh_process_compile_times(
+        name, device=device, threads=config.effective_threads, say=lambda _line: None
+    )
+    for compiler, runs in times.items():
+        result = systems.get(f"torch-{compiler}")
+        if result is None:
+            continue
+        for run, found in runs.items():
+            if "compile_seconds" in found:
+                result.extra[f"compile_{run}_seconds"] = found["compile_seconds"]
+                if "phases" in found:
+                    result.extra[f"compile_{run}_phases"] = found["phases"]
+            else:
+                result.extra[f"compile_{run}_error"] = found.get("error", "no result")
 
 
 def bench_model(

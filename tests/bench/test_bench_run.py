@@ -215,3 +215,33 @@ def test_package_ships_the_zoo():
     import benchmarks.models as zoo
 
     assert Path(zoo.__file__).name == "__init__.py" and zoo.SUITES["quick"]
+
+
+def test_fresh_compile_columns_are_reported(tmp_path, monkeypatch):
+    """--fresh-compiles adds each compiler's cold and warm compile seconds (measured in fresh
+    processes by optimizer.torch_backend.bench, replaced here by a stub: the real children
+    take minutes) to the JSON and the torch table."""
+    from optimizer.bench import report
+    from optimizer.bench.runner import BenchConfig, SystemResult, _fresh_compile_times
+    from optimizer.torch_backend import bench as torch_bench
+
+    def fake(name, **kwargs):
+        return {
+            "inductor": {"cold": {"compile_seconds": 20.0}, "warm": {"compile_seconds": 4.0}},
+            "graphopt": {"cold": {"compile_seconds": 9.0, "phases": {"export": 5.0}},
+                         "warm": {"error": "child exited 1"}},
+        }  # fmt: skip
+
+    monkeypatch.setattr(torch_bench, "fresh_process_compile_times", fake)
+    systems = {"torch-inductor": SystemResult(), "torch-graphopt": SystemResult()}
+    _fresh_compile_times("resnet_tiny", BenchConfig(torch=True, fresh_compiles=True), "cpu",
+                         systems)  # fmt: skip
+    inductor, ours = (systems[s].to_json() for s in ("torch-inductor", "torch-graphopt"))
+    assert inductor["compile_cold_seconds"] == 20.0 and inductor["compile_warm_seconds"] == 4.0
+    assert ours["compile_cold_phases"] == {"export": 5.0}
+    assert ours["compile_warm_error"] == "child exited 1" and "compile_warm_seconds" not in ours
+    document = {"models": [{"name": "m", "status": "ok", "systems": {
+        "original": {"latency_ms": 1.0}, "graphopt": {"latency_ms": 1.0},
+        "torch-inductor": inductor, "torch-graphopt": ours}}]}  # fmt: skip
+    table = report.torch_table(document)
+    assert "torch-inductor cold s" in table and "| 20.0 | 4.0 |" in table
