@@ -158,10 +158,14 @@ def cost_model(options: OptimizeOptions):
 
         return OrtFusionCost(MeasuredCost(device=options.device))
     # The NCHWc layout correction describes onnxruntime's CPU kernels only.
-    on_cpu = options.device == "cpu" or (
+    return OrtFusionCost(AnalyticCost(), cpu_layout=runs_on_cpu(options))
+
+
+def runs_on_cpu(options: OptimizeOptions) -> bool:
+    """Whether ``options`` target onnxruntime's CPU provider ("auto" without a GPU)."""
+    return options.device == "cpu" or (
         options.device == "auto" and "cuda" not in runtime.available_devices()
     )
-    return OrtFusionCost(AnalyticCost(), cpu_layout=on_cpu)
 
 
 def search_trace(passes: Sequence[PassResult]) -> dict | None:
@@ -282,12 +286,30 @@ def _optimize_graph(graph: Graph, options: OptimizeOptions) -> _Optimized:
     rewritten, more = run_passes(
         cleaned, options.passes, fold_size_limit=options.fold_size_limit, search=settings
     )
+    if runs_on_cpu(options):
+        rewritten, lowering = _lower(rewritten)
+        more += lowering
     passes += more
     return _Optimized(
         with_summary(cleaned, passes[: len(passes) - len(more)], options),
         with_summary(rewritten, passes, options),
         passes,
     )
+
+
+def _lower(graph: Graph) -> tuple[Graph, list[PassResult]]:
+    """The lowering pass for onnxruntime's CPU provider (:mod:`optimizer.passes.lowering`),
+    and its PassResult when it changed something."""
+    from optimizer.passes.lowering import lower_for_runtime
+
+    start = time.perf_counter()
+    count = len(graph.nodes())
+    lowered, applied = lower_for_runtime(graph, "cpu")
+    if not applied:
+        return graph, []
+    lowered.check()
+    seconds = time.perf_counter() - start
+    return lowered, [PassResult("lower-for-runtime", count, len(lowered.nodes()), seconds, None)]
 
 
 def optimize(

@@ -36,40 +36,12 @@ from optimizer.rewrite.match import context
 __all__ = [
     "FUSED_FRACTION",
     "FUSED_INTO",
-    "SKIP_LAYERNORM_FACTOR",
     "OrtFusionCost",
     "fused_into_producer",
-    "skip_layernorm_fused",
 ]
 
 #: Share of its own price a fused node is charged.
 FUSED_FRACTION = 0.01
-
-#: Price multiplier, on the CPU, of a LayerNormalization that onnxruntime fuses with the Add
-#: feeding it into SkipLayerNormalization: onnxruntime 1.32's CPU kernel for it took about 1 ms
-#: per call on BERT-base's [1, 128, 768] (one thread, its profiler), where the unfused
-#: LayerNormalization and Add took 71 and 113 us; 9.5% of BERT-base's kernel time.
-SKIP_LAYERNORM_FACTOR = 8.0
-
-
-def skip_layernorm_fused(node: Node) -> bool:
-    """Whether onnxruntime's SkipLayerNormFusion would merge ``node`` (a LayerNormalization)
-    with the Add producing its input: an Add of two run-time tensors of one 3-D shape. (The
-    fusion also needs the Add to have no other reader, which a per-node price cannot see.)"""
-    if node.op != "LayerNormalization" or node.domain not in ("", "ai.onnx") or not node.inputs:
-        return False
-    first = node.inputs[0]
-    if first is None or first.node.is_source:
-        return False
-    add = first.node
-    if add.op != "Add" or add.domain not in ("", "ai.onnx") or len(add.inputs) != 2:
-        return False
-    a, b = add.inputs
-    if a is None or b is None or computed_from_constants(a) or computed_from_constants(b):
-        return False
-    shape_a, shape_b = _shape(a), _shape(b)
-    return shape_a is not None and shape_a == shape_b and len(shape_a) == 3
-
 
 _ACTIVATIONS = frozenset(
     {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish"}
@@ -174,9 +146,7 @@ class OrtFusionCost:
     blocked kernels is charged :data:`optimizer.cost.layout.UNBLOCKED_DEPTHWISE_FACTOR` times
     its price, and a node pays one copy kernel per input reordered between layouts (a launch
     plus reading and writing the tensor, at ``base``'s rates); a measuring base sees the real
-    kernels and leaves both off. A LayerNormalization that onnxruntime would fuse with the Add
-    before it into its (slower) SkipLayerNormalization costs :data:`SKIP_LAYERNORM_FACTOR`
-    times its price then.
+    kernels and leaves both off.
     """
 
     base: object
@@ -197,8 +167,6 @@ class OrtFusionCost:
                 elif node.op in POOLS and blocked(node):
                     cost /= UNBLOCKED_DEPTHWISE_FACTOR
                 cost += sum(self._copy_cost(v) for v in reordered_inputs(node))
-                if skip_layernorm_fused(node):
-                    cost *= SKIP_LAYERNORM_FACTOR
             self._memo[node] = cost
         return cost
 

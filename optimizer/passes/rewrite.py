@@ -34,6 +34,7 @@ from optimizer.rewrite.rule import Op, Rule, RuleSyntaxError, Var, load_rules, r
 __all__ = [
     "AXIOM_FAMILY",
     "LAUNCH_OVERHEAD",
+    "LOWERING_FAMILY",
     "AnalyticCost",
     "apply_rules",
     "apply_rules_pass",
@@ -148,10 +149,18 @@ def is_commutation(rule: Rule) -> bool:
     )
 
 
+#: Family of the rules the lowering pass applies after the search (rules/lowering.rules).
+LOWERING_FAMILY = "lowering"
+
+
 def applicable(rules: Iterable[Rule]) -> list[Rule]:
-    """The rules a search may apply: all but the verifier's axioms and the commutations the
-    matcher makes redundant (see :func:`is_commutation`)."""
-    return [r for r in rules if r.family != AXIOM_FAMILY and not is_commutation(r)]
+    """The rules a search may apply: all but the verifier's axioms, the lowering rules (see
+    :mod:`optimizer.passes.lowering`) and the commutations the matcher makes redundant (see
+    :func:`is_commutation`)."""
+    return [
+        r for r in rules
+        if r.family not in (AXIOM_FAMILY, LOWERING_FAMILY) and not is_commutation(r)
+    ]  # fmt: skip
 
 
 def apply_rules(

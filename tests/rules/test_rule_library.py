@@ -27,6 +27,7 @@ FAMILIES = {
     "layout": 25,
     "activation": 15,
     "transformer": 15,
+    "lowering": 1,
 }
 KEBAB = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 #: Names a where-clause or attribute expression may use besides bound variables.
