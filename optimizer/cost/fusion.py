@@ -42,6 +42,9 @@ __all__ = [
 
 #: Share of its own price a fused node is charged.
 FUSED_FRACTION = 0.01
+#: A layout reorder costs this many plain copies of its tensor: its kernel is a blocked
+#: transpose, not a streaming copy.
+REORDER_FACTOR = 2.0
 
 _ACTIVATIONS = frozenset(
     {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish"}
@@ -179,7 +182,7 @@ class OrtFusionCost:
             return 0.0
         read = getattr(self.base, "read_weight", None)
         read = per_byte if read is None else read
-        return launch + (per_byte + read) * _bytes(value)
+        return REORDER_FACTOR * (launch + (per_byte + read) * _bytes(value))
 
     def free_nodes(self, order: Iterable[Node], free: set[Node] | None = None) -> set[Node]:
         return self.base.free_nodes(order, free)
