@@ -40,6 +40,7 @@ __all__ = [
     "foldable",
     "node_features",
     "op_class",
+    "value_bytes",
 ]
 
 #: FLOP-equivalents charged per kernel launch.
@@ -74,7 +75,8 @@ def _elements(value: Value) -> int:
     return 1 if count is None else count
 
 
-def _bytes(value: Value | None) -> float:
+def value_bytes(value: Value | None) -> float:
+    """Size of ``value`` in bytes (symbolic dimensions count as 1; 0 for a non-tensor)."""
     if value is None or not isinstance(value.type, TensorType):
         return 0.0
     return _elements(value) * (value.type.dtype.itemsize or 8)
@@ -92,8 +94,8 @@ def node_features(node: Node) -> tuple[float, float, float]:
         flops = None
     if flops is None:
         flops = sum(_elements(v) for v in node.outputs)
-    read = sum(_bytes(v) for v in node.inputs)
-    written = sum(_bytes(v) for v in node.outputs)
+    read = sum(value_bytes(v) for v in node.inputs)
+    written = sum(value_bytes(v) for v in node.outputs)
     return float(flops), read, written
 
 

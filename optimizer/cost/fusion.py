@@ -23,7 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from optimizer.cost.additive import computed_from_constants
+from optimizer.cost.analytic import value_bytes
 from optimizer.cost.layout import (
+    BLOCKED_POOL_FACTOR,
     POOLS,
     UNBLOCKED_DEPTHWISE_FACTOR,
     blocked,
@@ -83,17 +85,6 @@ def fused_into_producer(node: Node) -> bool:
         return False
     producer = first.node
     return producer.op in producers and producer.domain in ("", "ai.onnx")
-
-
-def _bytes(value) -> float:
-    """Size of ``value`` in bytes (symbolic dimensions count as 1)."""
-    shape = _shape(value)
-    if shape is None:
-        return 0.0
-    count = 1
-    for d in shape:
-        count *= d if isinstance(d, int) else 1
-    return float(count * (value.type.dtype.itemsize or 4))
 
 
 def _shape(value) -> tuple | None:
@@ -168,7 +159,7 @@ class OrtFusionCost:
                 if unblocked_depthwise(node):
                     cost *= UNBLOCKED_DEPTHWISE_FACTOR
                 elif node.op in POOLS and blocked(node):
-                    cost /= UNBLOCKED_DEPTHWISE_FACTOR
+                    cost *= BLOCKED_POOL_FACTOR
                 cost += sum(self._copy_cost(v) for v in reordered_inputs(node))
             self._memo[node] = cost
         return cost
@@ -182,7 +173,7 @@ class OrtFusionCost:
             return 0.0
         read = getattr(self.base, "read_weight", None)
         read = per_byte if read is None else read
-        return REORDER_FACTOR * (launch + (per_byte + read) * _bytes(value))
+        return REORDER_FACTOR * (launch + (per_byte + read) * value_bytes(value))
 
     def free_nodes(self, order: Iterable[Node], free: set[Node] | None = None) -> set[Node]:
         return self.base.free_nodes(order, free)

@@ -32,9 +32,11 @@ from __future__ import annotations
 import weakref
 
 from optimizer.cost.additive import computed_from_constants
+from optimizer.cost.analytic import OTHER_FLOP_WEIGHT
 from optimizer.ir import Node, TensorType, Value
 
 __all__ = [
+    "BLOCKED_POOL_FACTOR",
     "BLOCK_CHANNELS",
     "POOLS",
     "CONV_CHANNEL_MULTIPLE",
@@ -48,13 +50,14 @@ __all__ = [
 BLOCK_CHANNELS = 16
 #: Channel multiple a depthwise conv (or an ungrouped one reading >= 16 channels) needs.
 CONV_CHANNEL_MULTIPLE = 4
-#: Price multiplier of a depthwise convolution left in the NCHW kernel: the same ratio as
-#: between elementwise and dense FLOPs (optimizer.cost.analytic.OTHER_FLOP_WEIGHT), about what
-#: the development machine measured for this kernel.
-UNBLOCKED_DEPTHWISE_FACTOR = 8.0
+#: Price multiplier of a depthwise convolution left in the NCHW kernel: the ratio between
+#: elementwise and dense FLOPs, about what the development machine measured for this kernel.
+UNBLOCKED_DEPTHWISE_FACTOR = OTHER_FLOP_WEIGHT
+#: Price multiplier of a blocked pool: it runs at about the dense kernels' rate per FLOP, where
+#: the analytic model prices pooling FLOPs at the elementwise rate.
+BLOCKED_POOL_FACTOR = 1.0 / OTHER_FLOP_WEIGHT
 
-#: Pooling ops the layout pass runs blocked (in whole blocks of channels); blocked, they run
-#: at about the dense kernels' rate per FLOP, a plain one at the elementwise rate.
+#: Pooling ops the layout pass runs blocked (in whole blocks of channels).
 POOLS = frozenset({"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
 _FOLLOWERS = frozenset(
     {"Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "HardSigmoid", "HardSwish", "Elu", "Selu",
@@ -77,12 +80,21 @@ def _channels(value: Value | None) -> int | None:
     return shape[1] if shape is not None and isinstance(shape[1], int) else None
 
 
-def _weight_shape(node: Node) -> tuple[int, ...] | None:
-    # a weight a rewrite just built (Pad(w) before folding) has its shape already
-    if len(node.inputs) < 2 or node.inputs[1] is None:
+def _conv_weight(node: Node) -> tuple[tuple[int, ...], int] | None:
+    """A standard Conv's static 4-D weight shape and group count, else None. (A weight a
+    rewrite just built, Pad(w) before folding, has its shape already.)"""
+    if node.op != "Conv" or not _standard(node) or len(node.inputs) < 2:
         return None
     shape = _shape4(node.inputs[1])
-    return shape if shape is not None and all(isinstance(d, int) for d in shape) else None
+    group = node.attr("group", 1)
+    if shape is None or not all(isinstance(d, int) for d in shape) or not isinstance(group, int):
+        return None
+    return shape, group
+
+
+def _output4(node: Node) -> bool:
+    """Whether ``node`` is a standard node with a 4-D first output."""
+    return _standard(node) and bool(node.outputs) and _shape4(node.outputs[0]) is not None
 
 
 def _standard(node: Node) -> bool:
@@ -92,14 +104,11 @@ def _standard(node: Node) -> bool:
 def unblocked_depthwise(node: Node) -> bool:
     """Whether ``node`` is a 2-D depthwise Conv that onnxruntime's CPU layout pass leaves in
     the plain NCHW kernel (its channel count is not a multiple of 4)."""
-    if node.op != "Conv" or not _standard(node):
+    conv = _conv_weight(node)
+    if conv is None:
         return False
-    weight = _weight_shape(node)
-    group = node.attr("group", 1)
-    if weight is None or not isinstance(group, int):
-        return False
-    depthwise = group > 1 and weight[0] == group and weight[1] == 1
-    return depthwise and group % CONV_CHANNEL_MULTIPLE != 0
+    (out, per_group, *_), group = conv
+    return group > 1 and out == group and per_group == 1 and group % CONV_CHANNEL_MULTIPLE != 0
 
 
 def _data_inputs(node: Node) -> list[Value]:
@@ -113,18 +122,17 @@ def _data_inputs(node: Node) -> list[Value]:
 
 
 def _conv_blocked(node: Node) -> bool:
-    weight = _weight_shape(node)
-    group = node.attr("group", 1)
-    if weight is None or not isinstance(group, int):
+    conv = _conv_weight(node)
+    if conv is None:
         return False
+    (out, per_group, *_), group = conv
     if group == 1:
-        read = weight[1]
-        return read < BLOCK_CHANNELS or read % CONV_CHANNEL_MULTIPLE == 0
-    return weight[1] == 1 and weight[0] == group and group % CONV_CHANNEL_MULTIPLE == 0
+        return per_group < BLOCK_CHANNELS or per_group % CONV_CHANNEL_MULTIPLE == 0
+    return per_group == 1 and out == group and group % CONV_CHANNEL_MULTIPLE == 0
 
 
 def _compute_blocked(node: Node) -> bool:
-    if not _standard(node) or _shape4(node.outputs[0] if node.outputs else None) is None:
+    if not _output4(node):
         return False
     if node.op == "Conv":
         return _conv_blocked(node)
@@ -164,7 +172,7 @@ def blocked(node: Node) -> bool:
 def reordered_inputs(node: Node) -> list[Value]:
     """The inputs of ``node`` onnxruntime reorders between layouts before running it: those
     whose producer's layout differs from the node's own (a graph input counts as plain)."""
-    if not _standard(node) or _shape4(node.outputs[0] if node.outputs else None) is None:
+    if not _output4(node):
         return []
     mine = blocked(node)
     return [v for v in _data_inputs(node) if blocked(v.node) != mine]

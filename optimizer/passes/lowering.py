@@ -18,7 +18,6 @@ clean-up passes' output like any other rewrite.
 from __future__ import annotations
 
 from optimizer.ir import Graph
-from optimizer.rewrite import load_rules
 from optimizer.rewrite.apply import apply_match
 from optimizer.rewrite.match import Match, MatchIndex, context
 
@@ -30,10 +29,10 @@ _RULES_FOR = {"layernorm-of-sum": frozenset({"cpu"})}
 
 def lowering_rules(device: str = "cpu") -> MatchIndex:
     """The shipped lowering rules meant for ``device``."""
-    from optimizer.passes.rewrite import LOWERING_FAMILY
+    from optimizer.passes.rewrite import LOWERING_FAMILY, shipped_rules
 
     return MatchIndex(
-        r for r in load_rules()
+        r for r in shipped_rules()
         if r.family == LOWERING_FAMILY and device in _RULES_FOR.get(r.name, frozenset())
     )  # fmt: skip
 

@@ -40,6 +40,7 @@ __all__ = [
     "apply_rules_pass",
     "default_rules",
     "foldable",
+    "shipped_rules",
 ]
 
 #: Family of the verifier's facts: never applied as rewrites.
@@ -276,30 +277,39 @@ def _greedy(
 
 # ------------------------------------------------------------------ the pass
 
-_LOADED: dict[tuple, MatchIndex] = {}
+_LOADED: dict[tuple, tuple[list[Rule], MatchIndex]] = {}
 
 
-def default_rules(folder: Path | None = None) -> MatchIndex:
-    """The shipped rule library (cached until a rule file changes), axioms left out.
-
-    A library that does not parse is reported as a warning and not applied,
-    so that a broken rule file cannot stop ``graphopt optimize``.
-    """
+def _library(folder: Path | None) -> tuple[list[Rule], MatchIndex]:
+    """Every rule of the library in ``folder`` and the search's index of them, loaded once
+    and cached until a rule file changes. A library that does not parse is reported as a
+    warning and left empty, so that a broken rule file cannot stop ``graphopt optimize``."""
     folder = folder or rules_dir()
     files = sorted(folder.glob("**/*.rules")) if folder.is_dir() else []
     key = (str(folder),) + tuple(
         (str(p), os.stat(p).st_mtime_ns, os.stat(p).st_size) for p in files
     )
-    index = _LOADED.get(key)
-    if index is None:
+    loaded = _LOADED.get(key)
+    if loaded is None:
         try:
             rules = load_rules(folder) if files else []
         except RuleSyntaxError as exc:
-            warnings.warn(f"rule library not applied: {exc}", stacklevel=2)
+            warnings.warn(f"rule library not applied: {exc}", stacklevel=3)
             rules = []
         _LOADED.clear()
-        index = _LOADED[key] = MatchIndex(applicable(rules))
-    return index
+        loaded = _LOADED[key] = (rules, MatchIndex(applicable(rules)))
+    return loaded
+
+
+def shipped_rules(folder: Path | None = None) -> list[Rule]:
+    """Every rule of the shipped library, axioms and lowering rules included (cached)."""
+    return _library(folder)[0]
+
+
+def default_rules(folder: Path | None = None) -> MatchIndex:
+    """The rules a search applies (see :func:`applicable`), indexed; cached until a rule
+    file changes. A library that does not parse is reported as a warning and not applied."""
+    return _library(folder)[1]
 
 
 def apply_rules_pass(graph: Graph, *, fold_size_limit: int = DEFAULT_SIZE_LIMIT) -> Graph:

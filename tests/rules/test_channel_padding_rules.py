@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from rules_onnx_helpers import checked_model
 
 import optimizer
 from optimizer import onnx_io, runtime
@@ -57,16 +58,12 @@ def separable_block(channels: int = 11, size: int = 16) -> onnx.ModelProto:
         _init("pw1", c, c, 1, 1), _init("pb1", c), _init("dw2", c, 1, 3, 3),
         _init("pw2", c, c, 1, 1), _init("pb2", c),
     ]  # fmt: skip
-    graph = helper.make_graph(
+    return checked_model(
         nodes, "separable",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, size, size])],
         inits,
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def _depthwise_channels(model: onnx.ModelProto) -> list[int]:

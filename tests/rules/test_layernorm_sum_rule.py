@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from rules_onnx_helpers import checked_model
 
 import optimizer
 from optimizer import onnx_io, runtime
@@ -43,14 +44,10 @@ def residual_block(residual: str = "x", pre_ln: bool = False) -> onnx.ModelProto
     outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, D])]
     if pre_ln:
         outputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 16, D]))
-    graph = helper.make_graph(
+    return checked_model(
         nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, D])],
         outputs, inits,
     )  # fmt: skip
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    return model
 
 
 def _ops(model: onnx.ModelProto) -> list[str]:
