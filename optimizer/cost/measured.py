@@ -37,7 +37,7 @@ from optimizer.cost.additive import NodeAdditive
 from optimizer.cost.analytic import AnalyticCost
 from optimizer.cost.cache import TIMINGS_FILE, JsonStore, cache_dir
 from optimizer.cost.device import DeviceSpec
-from optimizer.ir import REGISTRY, Graph, Node
+from optimizer.ir import REGISTRY, Graph, Node, Value
 from optimizer.rewrite.match import context
 
 __all__ = ["Estimate", "MeasuredCost"]
@@ -51,6 +51,16 @@ EPILOGUE_OPS = frozenset(
 )  # fmt: skip
 #: Longest chain of fused consumers looked at behind one producer.
 _MAX_EPILOGUE = 3
+#: Fusions onnxruntime makes across two nodes where the first one's only reader is the second
+#: (consumer op -> producer ops of its first input): Add + LayerNormalization becomes
+#: SkipLayerNormalization, whose onnxruntime 1.32 CPU kernel is several times slower than the
+#: pair; a bias Add + Gelu becomes BiasGelu. Whether it does (shapes, constants) is asked of
+#: onnxruntime for the pair alone (:func:`isolate.runs_as_one_kernel`); the fused kernel is
+#: timed as the pair's model, and the pair then costs that time instead of the sum of its parts.
+GROUP_OPS: dict[str, frozenset[str]] = {
+    "LayerNormalization": frozenset({"Add"}),
+    "Gelu": frozenset({"Add"}),
+}
 
 #: Save the cache file after this many new timings, and after pricing a whole graph when the
 #: last save is this many seconds old (a search prices thousands of graphs).
@@ -90,7 +100,10 @@ class MeasuredCost(NodeAdditive):
       or Gemm producing its input (directly or behind other fused nodes), as onnxruntime
       itself decides for that pair on this device (:func:`isolate.runs_as_one_kernel`,
       cached like a timing). It assumes the producer has no other reader, which onnxruntime
-      requires and a single node cannot see.
+      requires and a single node cannot see. And when pricing a graph (:meth:`total`), where
+      the readers are known, price a pair of :data:`GROUP_OPS` that onnxruntime fuses
+      (Add + LayerNormalization into SkipLayerNormalization) where the Add's only reader is
+      the consumer as the fused kernel's own timing (:meth:`group_correction`).
     """
 
     units = "seconds"
@@ -125,6 +138,11 @@ class MeasuredCost(NodeAdditive):
         self._memo: weakref.WeakKeyDictionary[Node, Estimate] = weakref.WeakKeyDictionary()
         self._by_key: dict[str, Estimate] = {}
         self._fusions: dict[str, bool] = {}
+        #: Consumer of a pair -> the fused pair's seconds (None: not fused). The consumer
+        #: fixes the pair: its first input's producer.
+        self._group_memo: weakref.WeakKeyDictionary[Node, float | None] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.RLock()
         self._new = 0
         self.opsets: dict[str, int] = dict(isolate.DEFAULT_OPSETS)
@@ -134,7 +152,8 @@ class MeasuredCost(NodeAdditive):
         self.symbols: set[str] = set()
         #: Counters: signatures read from the disk cache or timed now, nodes fused into their
         #: producer or priced by the fallback, and seconds spent timing.
-        self.stats = {"cache": 0, "timed": 0, "fallback": 0, "fused": 0, "timing_seconds": 0.0}
+        self.stats = {"cache": 0, "timed": 0, "fallback": 0, "fused": 0, "groups": 0,
+                      "timing_seconds": 0.0}  # fmt: skip
 
     # ------------------------------------------------------------------ the protocol
 
@@ -167,11 +186,17 @@ class MeasuredCost(NodeAdditive):
         """Seconds ``node`` takes (memoized per node: nodes are immutable)."""
         return self.estimate(node).seconds
 
-    def total(self, order: Sequence[Node]) -> float:
-        """Seconds of the nodes ``order``; new timings are saved now and then (and when the
+    def total(self, order: Sequence[Node], outputs: Iterable[Value] = ()) -> float:
+        """Seconds of the nodes ``order`` (topological; ``outputs``: the values the graph
+        returns), with the cross-node fusions onnxruntime makes there priced as their fused
+        kernel (:meth:`group_correction`); new timings are saved now and then (and when the
         model is garbage collected or the interpreter exits)."""
         try:
-            return super().total(order)
+            free = self.free_nodes(order)
+            seconds = sum(self.node_cost(n) for n in order if n not in free)
+            if self.fusion:
+                seconds += self.group_correction(order, free, outputs)
+            return seconds
         finally:
             if time.monotonic() - self._saved_at > _SAVE_SECONDS:
                 self.save()
@@ -179,7 +204,116 @@ class MeasuredCost(NodeAdditive):
     def __call__(self, graph: Graph) -> float:
         """Seconds of ``graph`` (its opsets are adopted first, see :meth:`bind`)."""
         self.bind(graph)
-        return self.total(context(graph).order)
+        return self.total(context(graph).order, graph.outputs)
+
+    # ------------------------------------------------------------------ fusions across nodes
+
+    def groups(
+        self, order: Sequence[Node], free: set[Node] | None = None, outputs: Iterable[Value] = ()
+    ) -> list[tuple[Node, Node]]:
+        """The ``(producer, consumer)`` pairs of :data:`GROUP_OPS` in ``order`` whose
+        producer's only use is the consumer's first input (not a graph output, no other
+        reader) and which onnxruntime does not already fuse into the kernel before it: the
+        pairs onnxruntime may fuse. Which it does is :meth:`group_estimate`'s business."""
+        free = self.free_nodes(order) if free is None else free
+        uses: dict[Value, int] = {}
+        for node in order:
+            for value in node.inputs:
+                if value is not None:
+                    uses[value] = uses.get(value, 0) + 1
+        for value in outputs:
+            uses[value] = uses.get(value, 0) + 1
+        found = []
+        for node in order:
+            producers = GROUP_OPS.get(node.op)
+            if producers is None or node.domain != "" or node in free or not node.inputs:
+                continue
+            first = node.inputs[0]
+            if first is None or first.node.is_source or first.node in free:
+                continue
+            producer = first.node
+            if producer.op not in producers or producer.domain != "":
+                continue
+            if len(producer.outputs) != 1 or uses.get(first, 0) != 1:
+                continue
+            if self.estimate(producer).source == "fused":
+                continue  # it runs inside its own producer's kernel (a MatMul's bias: Gemm)
+            found.append((producer, node))
+        return found
+
+    def group_correction(
+        self, order: Sequence[Node], free: set[Node] | None = None, outputs: Iterable[Value] = ()
+    ) -> float:
+        """Seconds to add to the per-node sum of ``order`` for the pairs onnxruntime fuses
+        (:meth:`groups`): each fused pair's kernel time less its nodes' own prices."""
+        correction = 0.0
+        for pair in self.groups(order, free, outputs):
+            fused = self.group_estimate(pair)
+            if fused is not None:
+                correction += fused - sum(self.node_cost(n) for n in pair)
+        return correction
+
+    def attributed(self, order: Sequence[Node], outputs: Iterable[Value] = ()) -> dict[Node, float]:
+        """Seconds of each non-free node of ``order`` as the graph runs: a pair onnxruntime
+        fuses (:meth:`groups`) costs its fused kernel's time on its consumer and 0 on its
+        producer (with :attr:`fusion`); other nodes cost :meth:`node_cost`. Sums to
+        :meth:`total` (reports per node)."""
+        free = self.free_nodes(order)
+        seconds = {n: self.node_cost(n) for n in order if n not in free}
+        if self.fusion:
+            for producer, consumer in self.groups(order, free, outputs):
+                fused = self.group_estimate((producer, consumer))
+                if fused is not None:
+                    seconds[producer], seconds[consumer] = 0.0, fused
+        return seconds
+
+    def group_estimate(self, pair: tuple[Node, Node]) -> float | None:
+        """Seconds of the kernel onnxruntime fuses ``pair`` into (its model timed alone), or
+        None when onnxruntime does not fuse it (or it cannot be built); cached like a
+        timing, memoized per pair."""
+        with self._lock:
+            if pair[1] in self._group_memo:
+                return self._group_memo[pair[1]]
+            result = self._group_memo[pair[1]] = self._time_group(list(pair))
+            return result
+
+    def _time_group(self, chain: list[Node]) -> float | None:
+        try:
+            opsets = max((self._opsets_for(n) for n in chain), key=lambda o: o[""])
+            texts = [isolate.signature(n, opsets, bindings=self.bindings).text for n in chain]
+        except isolate.Untimeable:
+            return None
+        links = [[chain.index(v.node) if v is not None and v.node in chain else -1
+                  for v in n.inputs] for n in chain]  # fmt: skip
+        key = isolate.Signature(json.dumps(["group", texts, links]), "", frozenset()).key(
+            self._device_key
+        )
+        entry = self._store.get(key) if self._store is not None else None
+        if entry is not None and ("seconds" in entry or "fused" in entry):
+            self.stats["cache"] += 1
+            return float(entry["seconds"]) if "seconds" in entry else None
+        start = time.perf_counter()
+        description = " + ".join(n.op for n in chain)
+        try:
+            built = isolate.build_chain(
+                chain, opsets, bindings=self.bindings, ir_version=self.ir_version
+            )
+            if not isolate.runs_as_one_kernel(built, self.device):
+                self._record(key, {"fused": False, "op": description})
+                return None
+            seconds, raw = isolate.time_model(
+                built, self.device, sample_seconds=self.sample_seconds,
+                samples=self.samples, warmup=self.warmup,
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - onnxruntime refuses the pair: priced per node
+            self._record(key, {"fused": False, "op": description})
+            return None
+        finally:
+            self.stats["timing_seconds"] += time.perf_counter() - start
+        self.stats["timed"] += 1
+        self.stats["groups"] += 1
+        self._record(key, {"seconds": seconds, "raw": raw, "op": description})
+        return seconds
 
     # ------------------------------------------------------------------ estimates
 
