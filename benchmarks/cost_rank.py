@@ -36,7 +36,10 @@ Duplicates are dropped (by structure). Every candidate is then
 - timed end to end on onnxruntime at ORT_ENABLE_ALL against the input, interleaved in one
   process (:func:`optimizer.cost.rerank.rerank`, ``--batch`` candidates at a time, each batch
   with the input as reference); its latency is relative to the input's (1 / speedup, a median
-  of per-round ratios, which cancels drift).
+  of per-round ratios, which cancels drift). At least ``--rounds`` rounds, and more for fast
+  models, so that each candidate is timed ``--min-seconds`` in all per pass
+  (:func:`rounds_for`): sub-millisecond candidates differ by microseconds, which 10 rounds of
+  30 ms on a shared machine cannot rank.
 
 The result per model is Spearman's rank correlation (scipy.stats.spearmanr) between each
 model's estimates and the latencies, over the search candidates and over all of them; the
@@ -71,7 +74,7 @@ from optimizer.ir import REGISTRY, Graph, Node, TensorData, Value, constant, tra
 from optimizer.passes import fold_constants, run_passes
 from optimizer.passes.rewrite import apply_rules, default_rules
 from optimizer.rewrite.apply import apply_match
-from optimizer.runtime import make_session
+from optimizer.runtime import input_specs, make_session, random_inputs
 
 HERE = Path(__file__).resolve().parent
 OUT_DIR = HERE / "results"
@@ -231,11 +234,35 @@ def candidates(
     return found
 
 
-def _time(batch: list[dict[str, Any]], reference, device: DeviceSpec, args) -> list:
+def _time(batch: list[dict[str, Any]], reference, device: DeviceSpec, rounds: int, args) -> list:
     return rerank(
-        [c["graph"] for c in batch], reference, device=device, rounds=args.rounds,
+        [c["graph"] for c in batch], reference, device=device, rounds=rounds,
         sample_seconds=args.sample_seconds,
     )  # fmt: skip
+
+
+def rounds_for(call_seconds: float, rounds: int, sample_seconds: float, min_seconds: float) -> int:
+    """Rounds of interleaved timing for a model whose run takes ``call_seconds``: at least
+    ``rounds``, and enough that each candidate is timed for ``min_seconds`` in all (a sample
+    lasts ``sample_seconds`` or one run, whichever is longer). A sub-millisecond model's
+    candidates differ by a few microseconds, less than a few rounds' noise on a shared
+    machine; more rounds make the median of the per-round ratios steadier."""
+    per_sample = max(sample_seconds, call_seconds)
+    return max(rounds, math.ceil(min_seconds / per_sample))
+
+
+def _call_seconds(reference, device: DeviceSpec, calls: int = 5) -> float:
+    """The fastest of ``calls`` runs of ``reference`` at ORT_ENABLE_ALL (random inputs)."""
+    session = make_session(reference, device=device.device,
+                           options=device.with_opt_level("all").session_options())  # fmt: skip
+    feed = random_inputs(input_specs(session), seed=0)
+    session.run(None, feed)
+    best = math.inf
+    for _ in range(calls):
+        start = time.perf_counter()
+        session.run(None, feed)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def _refusal(graph: Graph, device: DeviceSpec) -> str | None:
@@ -283,18 +310,21 @@ def bench_model(name: str, args: argparse.Namespace, device: DeviceSpec) -> dict
             c["measured_again_s"] = again(c["graph"])
     reference = onnx_io.to_proto(graph)
     ref_latency = None
+    rounds = rounds_for(
+        _call_seconds(reference, device), args.rounds, args.sample_seconds, args.min_seconds
+    )
     # Every batch is timed against the same reference, so speedups compare across batches;
     # batches bound the number of sessions alive at once (BERT-base: ~0.5 GB each).
     for repeat in range(args.repeats):
         for first in range(0, len(sample), args.batch):
             batch = [c for c in sample[first : first + args.batch] if not c.get("refused")]
             try:
-                ranked = _time(batch, reference, device, args)
+                ranked = _time(batch, reference, device, rounds, args)
             except CheckUnavailableError:
                 for c in batch:  # find the candidates onnxruntime refuses, time the rest
                     c["refused"] = _refusal(c["graph"], device)
                 batch = [c for c in batch if c["refused"] is None]
-                ranked = _time(batch, reference, device, args)
+                ranked = _time(batch, reference, device, rounds, args)
             for r in ranked:
                 c = batch[r.index]
                 c.setdefault("speedups", []).append(r.speedup)
@@ -306,7 +336,7 @@ def bench_model(name: str, args: argparse.Namespace, device: DeviceSpec) -> dict
     for c in sample:  # geometric mean over the repeats
         c["relative_latency"] = math.exp(-sum(map(math.log, c["speedups"])) / len(c["speedups"]))
     result: dict[str, Any] = {"name": name, "candidates": len(sample), "max_steps": steps,
-                              "reference_latency_ms": ref_latency}  # fmt: skip
+                              "reference_latency_ms": ref_latency, "rounds": rounds}  # fmt: skip
     for group, kinds in GROUPS.items():
         members = [c for c in sample if c["kind"] in kinds]
         result[f"{group}_candidates"] = len(members)
@@ -395,7 +425,8 @@ def markdown(document: dict[str, Any]) -> str:
         f"(*all*), plus {long_walks} longer walks (steps + 1 to 3 x steps rewrites: the "
         "costlier graphs a search also weighs and rejects; *wide* = all of them). "
         "Each candidate is timed end to end on onnxruntime at ORT_ENABLE_ALL, "
-        f"interleaved with the input ({config['rounds']} rounds; relative latency = 1 / "
+        f"interleaved with the input (at least {config['rounds']} rounds, and at least "
+        f"{config.get('min_seconds', 0):g} s per candidate; relative latency = 1 / "
         "speedup). The figures are Spearman's rho between each cost model's estimates and the "
         "latencies (target for the measured model: >= 0.8); *spread* is the range of latencies "
         "relative to the input; *retest* is the rho between two timings of the same candidates "
@@ -448,7 +479,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steps", type=int, default=None, help="longest walk (default: max(6, nodes / 10))"
     )
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=10, help="fewest rounds of timing")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=2.0,
+        help="time each candidate at least this long per repeat (more rounds for fast models)",
+    )
     parser.add_argument("--sample-seconds", type=float, default=0.03)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch", type=int, default=5, help="candidates timed together")

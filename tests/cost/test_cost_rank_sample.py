@@ -66,3 +66,13 @@ def test_markdown_has_the_old_style_and_the_wide_table():
     # A model from before the wide sample existed: dashes, not an error.
     assert "| old | 0.50 ms | - | - | - | - | - | - | - |" in text
     assert "Mean rho over wide candidates" in text
+
+
+def test_fast_models_get_more_rounds_slow_ones_the_fewest():
+    # A 0.5 ms model, samples of 30 ms: 2 s per candidate takes 67 rounds.
+    assert cost_rank.rounds_for(0.0005, 10, 0.03, 2.0) == 67
+    # A 100 ms model: one run per sample, 20 rounds reach 2 s.
+    assert cost_rank.rounds_for(0.1, 10, 0.03, 2.0) == 20
+    # Never fewer than asked.
+    assert cost_rank.rounds_for(1.0, 10, 0.03, 2.0) == 10
+    assert cost_rank.rounds_for(0.0005, 10, 0.03, 0.0) == 10
