@@ -235,6 +235,9 @@ def _signature(ctx, step: Step) -> tuple | None:
         frontier = reached
         if len(order) > SIGNATURE_NODES:
             return None
+    # A deep pattern (Gelu's, say) matches nodes beyond the radius: they belong to the step.
+    for node in sorted(step.match.nodes, key=lambda n: ctx.position.get(n, -1)):
+        add(node, [])
     entries = []
     for node in order:
         links = tuple((index.get(v.node, -1), v.index) for v in node.operands)
