@@ -561,7 +561,7 @@ def test_optimize_search_writes_a_report_with_the_trace(example, tmp_path, searc
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     trace = data["search"]
-    assert trace["algorithm"] == ("greedy>eqsat" if search == "auto" else search)
+    assert trace["algorithm"] == ("ocggs>eqsat" if search == "auto" else search)
     assert trace["cost_after"] <= trace["cost_before"]
     assert all({"rule", "nodes_matched", "cost_before", "cost_after"} <= set(s) for s in
                trace["steps"])  # fmt: skip

@@ -142,7 +142,7 @@ def test_html_is_self_contained(page):
 def test_json_report_is_unchanged(page):
     _, data, _ = page
     assert {"before", "after", "search", "guard", "checked"} <= set(data)
-    assert data["search"]["algorithm"] == "greedy>eqsat"
+    assert data["search"]["algorithm"] == "ocggs>eqsat"
 
 
 @pytest.mark.parametrize(

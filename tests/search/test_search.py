@@ -148,11 +148,11 @@ def test_partitioned_search_stays_inside_parts_then_crosses():
     assert runtime.compare_models(proto, onnx_io.to_proto(result)).ok
 
 
-def test_auto_runs_greedy_then_equality_saturation():
-    assert choose(imported(_mlp(2)), Budget()) == "greedy>eqsat"
+def test_auto_runs_ocggs_then_equality_saturation():
+    assert choose(imported(_mlp(2)), Budget()) == "ocggs>eqsat"
     graph = imported(_mlp(2))
-    result, trace = algorithm("greedy>eqsat")(graph, default_rules(), _cost(), Budget())
-    assert trace.algorithm == "greedy>eqsat" and set(trace.extra) == {"greedy", "eqsat"}
+    result, trace = algorithm("ocggs>eqsat")(graph, default_rules(), _cost(), Budget())
+    assert trace.algorithm == "ocggs>eqsat" and set(trace.extra) == {"ocggs-dp", "eqsat"}
     assert trace.cost_after <= trace.cost_before and _cost()(result) == pytest.approx(
         trace.cost_after
     )
