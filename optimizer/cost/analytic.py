@@ -86,7 +86,8 @@ def node_features(node: Node) -> tuple[float, float, float]:
     """``(flops, bytes_read, bytes_written)`` of one node.
 
     FLOPs are :func:`optimizer.info.node_flops`, or the output elements when the shapes are
-    unknown; bytes count every tensor input (weights included) and every output.
+    unknown; bytes count every tensor input (weights included; of a strided window's input,
+    the pixels it reads: :func:`touched_fraction`) and every output.
     """
     try:
         flops = node_flops(node)
@@ -95,8 +96,44 @@ def node_features(node: Node) -> tuple[float, float, float]:
     if flops is None:
         flops = sum(_elements(v) for v in node.outputs)
     read = sum(value_bytes(v) for v in node.inputs)
+    if node.op in WINDOWED_OPS and node.inputs and node.inputs[0] is not None:
+        read -= value_bytes(node.inputs[0]) * (1.0 - touched_fraction(node))
     written = sum(value_bytes(v) for v in node.outputs)
     return float(flops), read, written
+
+
+#: Ops sliding a window over their first input's spatial axes.
+WINDOWED_OPS = frozenset({"Conv", "AveragePool", "MaxPool", "LpPool"})
+
+
+def touched_fraction(node: Node) -> float:
+    """Share of a windowed op's input pixels its windows read: below 1 where the stride
+    skips pixels (a 1x1 kernel with stride 2 reads a quarter of them), 1 when the shapes are
+    not static. Counting the whole input would price ``conv1x1(x, stride 2)`` above
+    ``conv1x1(subsample(x))``, though both kernels read the same pixels."""
+    x, y = node.inputs[0].type, node.outputs[0].type
+    if not (isinstance(x, TensorType) and isinstance(y, TensorType)):
+        return 1.0
+    if x.shape is None or y.shape is None or len(x.shape) != len(y.shape) or len(x.shape) < 3:
+        return 1.0
+    n_sp = len(x.shape) - 2
+    kernel = node.attr("kernel_shape")
+    if kernel is None and node.op == "Conv" and len(node.inputs) > 1 and node.inputs[1] is not None:
+        w = node.inputs[1].type
+        kernel = w.shape[2:] if isinstance(w, TensorType) and w.shape is not None else None
+    strides = node.attr("strides") or [1] * n_sp
+    dilations = node.attr("dilations") or [1] * n_sp
+    if kernel is None or len(kernel) != n_sp:
+        return 1.0
+    fraction = 1.0
+    for i in range(n_sp):
+        size_in, size_out = x.shape[2 + i], y.shape[2 + i]
+        if not all(isinstance(d, int) for d in (size_in, size_out, kernel[i])):
+            return 1.0
+        extent = (kernel[i] - 1) * dilations[i] + 1
+        if size_in > 0:
+            fraction *= min(1.0, size_out * min(extent, strides[i]) / size_in)
+    return fraction
 
 
 @dataclass(frozen=True)

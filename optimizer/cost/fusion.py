@@ -28,6 +28,7 @@ from optimizer.cost.layout import (
     BLOCKED_POOL_FACTOR,
     POOLS,
     UNBLOCKED_DEPTHWISE_FACTOR,
+    UNBLOCKED_POOL_FACTOR,
     blocked,
     reordered_inputs,
     unblocked_depthwise,
@@ -138,9 +139,10 @@ class OrtFusionCost:
     With ``cpu_layout`` (an estimating ``base`` pricing for onnxruntime's CPU provider, see
     :mod:`optimizer.cost.layout`), a depthwise Conv that the CPU layout pass leaves out of its
     blocked kernels is charged :data:`optimizer.cost.layout.UNBLOCKED_DEPTHWISE_FACTOR` times
-    its price, and a node pays one copy kernel per input reordered between layouts (a launch
-    plus reading and writing the tensor, at ``base``'s rates); a measuring base sees the real
-    kernels and leaves both off.
+    its price, a pool :data:`~optimizer.cost.layout.BLOCKED_POOL_FACTOR` or
+    :data:`~optimizer.cost.layout.UNBLOCKED_POOL_FACTOR` times its price, and a node pays one
+    copy kernel per input reordered between layouts (a launch plus reading and writing the
+    tensor, at ``base``'s rates); a measuring base sees the real kernels and leaves all off.
     """
 
     base: object
@@ -158,8 +160,8 @@ class OrtFusionCost:
             if self.cpu_layout:
                 if unblocked_depthwise(node):
                     cost *= UNBLOCKED_DEPTHWISE_FACTOR
-                elif node.op in POOLS and blocked(node):
-                    cost *= BLOCKED_POOL_FACTOR
+                elif node.op in POOLS:
+                    cost *= BLOCKED_POOL_FACTOR if blocked(node) else UNBLOCKED_POOL_FACTOR
                 cost += sum(self._copy_cost(v) for v in reordered_inputs(node))
             self._memo[node] = cost
         return cost

@@ -41,6 +41,7 @@ __all__ = [
     "POOLS",
     "CONV_CHANNEL_MULTIPLE",
     "UNBLOCKED_DEPTHWISE_FACTOR",
+    "UNBLOCKED_POOL_FACTOR",
     "blocked",
     "reordered_inputs",
     "unblocked_depthwise",
@@ -56,6 +57,10 @@ UNBLOCKED_DEPTHWISE_FACTOR = OTHER_FLOP_WEIGHT
 #: Price multiplier of a blocked pool: it runs at about the dense kernels' rate per FLOP, where
 #: the analytic model prices pooling FLOPs at the elementwise rate.
 BLOCKED_POOL_FACTOR = 1.0 / OTHER_FLOP_WEIGHT
+#: Price multiplier of a pool left in the plain NCHW kernel: onnxruntime's plain AveragePool
+#: took about 10 ns per output of a 3x3 window on NASNet-A's 11- to 264-channel cells (its
+#: profiler, 2 threads), so its price was about a tenth of its share of the model's time.
+UNBLOCKED_POOL_FACTOR = OTHER_FLOP_WEIGHT
 
 #: Pooling ops the layout pass runs blocked (in whole blocks of channels).
 POOLS = frozenset({"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
