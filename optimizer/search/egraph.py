@@ -56,15 +56,24 @@ class ENode:
 
 
 class EClass:
-    """One e-class: its member e-nodes, the e-nodes that read it, a representative value."""
+    """One e-class: its member e-nodes, the e-nodes that read it, a representative value,
+    the constant it holds (if any) and whether its value is computable from constants alone
+    (``computed``: set by saturation's constant analysis, :mod:`~optimizer.search.eqsat_fold`,
+    for classes it has not folded into a constant)."""
 
-    __slots__ = ("members", "parents", "rep", "const")
+    __slots__ = ("members", "parents", "rep", "const", "computed")
 
     def __init__(self, rep: Value) -> None:
         self.members: list[int] = []
         self.parents: list[int] = []
         self.rep = rep
         self.const: Value | None = rep if rep.is_constant else None
+        self.computed = False
+
+    @property
+    def constant_like(self) -> bool:
+        """Whether the class holds a constant or is computable from constants alone."""
+        return self.const is not None or self.computed
 
 
 class EGraph:
@@ -85,6 +94,8 @@ class EGraph:
         self._new_enodes: list[int] = []
         self.unions = 0
         self._dead = 0
+        #: Classes that a union gave a constant or made computed, since :meth:`take_gained`.
+        self._gained: list[int] = []
         # Member and parent lists stay sorted and unique as nodes are added (ids only grow);
         # unions and congruence merges mark the classes whose lists need compacting.
         self._untidy: set[int] = set()
@@ -167,12 +178,32 @@ class EGraph:
 
     def kid_classes(self, e: int) -> tuple[int | None, ...]:
         """Canonical classes of e-node ``e``'s inputs and captures (None: omitted input)."""
-        return tuple(None if k is None else self.find(k) for k in self.enodes[e].kids)
+        enode = self.enodes[e]
+        if not self._pending and enode.alive:
+            return enode.kids  # rebuilt: a live e-node's kids are canonical (congruence)
+        return tuple(None if k is None else self.find(k) for k in enode.kids)
 
     def by_op(self, domain: str, op: str) -> list[int]:
         """Live e-nodes of one op, ascending (domain "" and "ai.onnx" are the same)."""
         found = self._by_op.get((_norm(domain), op), [])
         return [e for e in found if self.enodes[e].alive]
+
+    def touch(self, c: int) -> None:
+        """Mark class ``c`` changed (for :meth:`take_changes`), as an analysis that learnt
+        something about it does: matches over it may differ now."""
+        self._changed.add(self.find(c))
+
+    def take_gained(self) -> list[int]:
+        """Classes that a union gave a constant or made :attr:`EClass.computed` since the last
+        call (canonical ids): their readers may be foldable now."""
+        found = sorted({self.find(c) for c in self._gained})
+        self._gained = []
+        return found
+
+    def has_op(self, domain: str, op: str) -> bool:
+        """Whether some e-node is of this op (congruence keeps one of any e-nodes it merges,
+        so an op once present stays present)."""
+        return bool(self._by_op.get((_norm(domain), op)))
 
     def take_changes(self) -> tuple[set[int], list[int]]:
         """Classes created or merged and e-nodes created since the last call (canonical ids)."""
@@ -277,9 +308,12 @@ class EGraph:
         self._parent[other] = root
         keep.members.extend(gone.members)
         keep.parents.extend(gone.parents)
+        if (keep.const is None) != (gone.const is None) or keep.computed != gone.computed:
+            self._gained.append(root)
         if keep.const is None and gone.const is not None:
             keep.const = gone.const
             keep.rep = gone.const  # rules test is_const(x) on the representative
+        keep.computed = keep.computed or gone.computed
         self._pending.append(root)
         self._changed.add(root)
         self._untidy.add(root)

@@ -61,7 +61,6 @@ the last step ends at the result's cost.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,7 +74,7 @@ from optimizer.rewrite.rule import Op, Rule
 from optimizer.search.base import Budget, SearchTrace, TraceStep
 from optimizer.search.egraph import ORIGINAL, EGraph
 from optimizer.search.eqsat_fold import FOLD_TOTAL_BYTES, ConstantFolder
-from optimizer.search.eqsat_match import EMatch, EMatcher, pattern_depth
+from optimizer.search.eqsat_match import EMatch, EMatcher, pattern_depth, pattern_ops
 from optimizer.search.extract import Extraction, ExtractionError, solve
 from optimizer.search.extract_egraph import materialize, problem_from_egraph
 
@@ -178,8 +177,12 @@ class Saturation:
             for r in rules.rules
             if r.match and isinstance(r.match[0], Op) and not is_commutation(r)
         ]
-        self.matchers = {r.name: EMatcher(self.eg, r, self._opset_of) for r in self.rules}
+        self.folder = ConstantFolder(self.eg, self.meta)
+        self.matchers = {
+            r.name: EMatcher(self.eg, r, self._opset_of, self.folder) for r in self.rules
+        }
         self.depth = {r.name: pattern_depth(r) for r in self.rules}
+        self.ops = {r.name: pattern_ops(r) for r in self.rules}
         self.apps: list[Application] = []
         self.scheduler = _Backoff()
         self.iterations = 0
@@ -191,7 +194,6 @@ class Saturation:
         self._above_cache: dict[int, set[int]] = {}
         self._names = {n: m.name for n, m in graph.node_meta.items() if m.name}
         self._needs = self._init_needs()
-        self.folder = ConstantFolder(self.eg, self.meta)
 
     def _opset_of(self, domain: str) -> int | None:
         return self.opset if domain in ("", "ai.onnx") else self.meta.opset(domain)
@@ -255,6 +257,10 @@ class Saturation:
         for matcher in self.matchers.values():
             matcher.forget()
         self._above_cache.clear()
+        dirty: dict[tuple[str, str], list[int]] = {}  # e-nodes with a change below, by op
+        for e in sorted(dist):
+            node = eg.enodes[e].node
+            dirty.setdefault((_norm(node.domain), node.op), []).append(e)
         for rule in self.rules:
             if time.perf_counter() >= deadline:
                 return found, False
@@ -263,11 +269,19 @@ class Saturation:
                 continue
             if self.scheduler.banned(rule.name, it):
                 continue
+            if not all(eg.has_op(domain, op) for domain, op in self.ops[rule.name]):
+                self._synced[rule.name] = it + 1  # no match anywhere: none was missed
+                continue
             first = rule.match[0]
-            roots = eg.by_op(first.domain, first.op)
             if not multi and it > 0 and self._synced.get(rule.name) == it:
                 depth = self.depth[rule.name]
-                roots = [e for e in roots if dist.get(e, math.inf) <= depth]
+                roots = [
+                    e
+                    for e in dirty.get((_norm(first.domain), first.op), ())
+                    if eg.enodes[e].alive and dist[e] <= depth
+                ]
+            else:
+                roots = eg.by_op(first.domain, first.op)
             limit = self.scheduler.limit(rule.name)
             if multi:
                 found_here = self._multi_matches(rule, roots, deadline)
@@ -549,6 +563,11 @@ class Saturation:
 
     def _describe(self, nodes: tuple[Node, ...]) -> list[str]:
         return [self._names.get(n) or f"{n.op}#{n.serial}" for n in nodes]
+
+
+def _norm(domain: str) -> str:
+    """ONNX's default domain has two spellings; the e-graph treats them as one."""
+    return "" if domain in ("", "ai.onnx") else domain
 
 
 def _ilp_time(deadline: float) -> float:

@@ -16,6 +16,16 @@ The semantics are those of :mod:`optimizer.rewrite.match` lifted from values to 
   Unlike in a graph, no check that bound variables do not depend on a root is needed: the
   rule's equation holds whatever reads what, and extraction keeps the chosen graph acyclic.
 
+Constants: given saturation's constant analysis (``consts``, a
+:class:`~optimizer.search.eqsat_fold.ConstantFolder`), ``is_const(x)`` in a ``where`` clause
+holds for a class that holds a constant *or* is computable from constants alone (its value
+folds before the model runs, and extraction prices it as free), without folding it. A condition
+that reads a computed class's data (``value``, ``all_equal``, ``is_identity_matrix``,
+``is_scalar_like``, a literal) cannot be decided before it is folded: when every other
+condition of the match holds, the match asks for those classes to be folded
+(:meth:`~optimizer.search.eqsat_fold.ConstantFolder.demand`) instead of being returned, and is
+found again once the fold has changed them.
+
 Enumeration is bounded by the caller (``limit``), since a pattern of depth ``d`` over classes
 of ``k`` members has up to ``k ** d`` matches.
 """
@@ -23,19 +33,20 @@ of ``k`` members has up to ``k ** d`` matches.
 from __future__ import annotations
 
 import ast
+import copy
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from optimizer.ir import REGISTRY, Node, Value
+from optimizer.ir import REGISTRY, Node, Value, ValueType
 from optimizer.rewrite.expr import evaluate, literal_matches
 from optimizer.rewrite.match import _Matcher
 from optimizer.rewrite.rule import Literal, Op, Pattern, Rule, Var
 from optimizer.search.egraph import EGraph
 
-__all__ = ["EMatch", "EMatcher", "is_commutative", "pattern_depth"]
+__all__ = ["EMatch", "EMatcher", "is_commutative", "pattern_depth", "pattern_ops"]
 
 #: Largest number of inputs of a commutative op whose every order is tried (as the matcher).
 _MAX_PERMUTED_INPUTS = 4
@@ -66,15 +77,28 @@ _MISSING = object()
 
 
 class _State:
-    """Bindings of a partial match (copied on extension: patterns are small)."""
+    """Bindings of a partial match (copied on extension: patterns are small); ``deferred``:
+    computed classes whose data a condition needs (module docstring)."""
 
-    __slots__ = ("tensors", "attrs", "calls", "enodes")
+    __slots__ = ("tensors", "attrs", "calls", "enodes", "deferred")
 
-    def __init__(self, tensors=None, attrs=None, calls=None, enodes=()) -> None:
+    def __init__(self, tensors=None, attrs=None, calls=None, enodes=(), deferred=()) -> None:
         self.tensors: dict[str, int] = tensors or {}
         self.attrs: dict[str, Any] = attrs or {}
         self.calls: dict[int, int] = calls or {}
         self.enodes: tuple[int, ...] = enodes
+        self.deferred: tuple[int, ...] = deferred
+
+
+class Constants(Protocol):
+    """What e-matching asks of saturation's constant analysis
+    (:class:`~optimizer.search.eqsat_fold.ConstantFolder`)."""
+
+    def constant_like(self, c: int) -> bool: ...
+
+    def unfolded(self, c: int) -> bool: ...
+
+    def demand(self, classes: Iterable[int]) -> None: ...
 
 
 class _OpsetContext:
@@ -96,18 +120,36 @@ def pattern_depth(rule: Rule) -> int:
     return depth(rule.match[0])
 
 
+def pattern_ops(rule: Rule) -> frozenset[tuple[str, str]]:
+    """The (domain, op) of every ``Op`` pattern of the rule's roots: a rule can only match
+    where each of them occurs."""
+    found: set[tuple[str, str]] = set()
+
+    def walk(p: Pattern) -> None:
+        if isinstance(p, Op):
+            found.add((p.domain, p.op))
+            for a in p.args:
+                walk(a)
+
+    for root in rule.match:
+        walk(root)
+    return frozenset(found)
+
+
 class EMatcher:
     """Matches one rule's patterns in an e-graph (see the module docstring)."""
 
-    def __init__(self, eg: EGraph, rule: Rule, opset_of) -> None:
+    def __init__(self, eg: EGraph, rule: Rule, opset_of, consts: Constants | None = None) -> None:
         self.eg = eg
         self.rule = rule
+        self.consts = consts
         # The graph matcher's attribute and matchability checks, so both agree exactly.
         self._graph_matcher = _Matcher(rule, _OpsetContext(opset_of))  # type: ignore[arg-type]
-        self._conjuncts: list[tuple[ast.expr, tuple[str, ...]]] | None = None  # on first use
+        self._conjuncts: list[_Conjunct] | None = None  # on first use
         self._all = -1
         self._verdicts: dict[tuple, bool] = {}
         self._local: dict[tuple[int, int], Any] = {}
+        self._static: dict[tuple[int, int], Any] = {}
         self._taken: set[int] | None = None
 
     # ------------------------------------------------------------------ single patterns
@@ -122,11 +164,14 @@ class EMatcher:
                 if self.eg.find(st.tensors[p.name]) == c:
                     yield st
             else:
-                yield _State({**st.tensors, p.name: c}, st.attrs, st.calls, st.enodes)
+                yield _State({**st.tensors, p.name: c}, st.attrs, st.calls, st.enodes, st.deferred)
         elif isinstance(p, Literal):
             const = None if c is None else self.eg.klass(c).const
-            if const is not None and literal_matches(const, p):
-                yield st
+            if const is not None:
+                if literal_matches(const, p):
+                    yield st
+            elif c is not None and self.consts is not None and self.consts.unfolded(c):
+                yield _State(st.tensors, st.attrs, st.calls, st.enodes, st.deferred + (c,))
         elif isinstance(p, Op) and c is not None:
             for e in self.eg.members(c):
                 yield from self.op(p, e, c, st)
@@ -157,7 +202,7 @@ class EMatcher:
             if name in st.attrs and not _same_attr(st.attrs[name], v):
                 return
         merged = {**st.attrs, **attrs} if attrs else st.attrs
-        st = _State(st.tensors, merged, {**st.calls, p.call: e}, st.enodes + (e,))
+        st = _State(st.tensors, merged, {**st.calls, p.call: e}, st.enodes + (e,), st.deferred)
         for order in orders:
             yield from self.args(p.args, order, st)
 
@@ -165,19 +210,28 @@ class EMatcher:
         """What ``p`` needs of e-node ``e`` alone: its attribute bindings and the orders of its
         input classes to try, or None when op, domain, arity or attributes rule it out.
         Cached until :meth:`forget`: input classes change when the e-graph does."""
+        static = self._static.get((p.call, e), _MISSING)
+        if static is _MISSING:
+            static = self._static[(p.call, e)] = self._static_match(p, e)
+        if static is None:
+            return None
+        attrs, end = static
+        return attrs, _orders(self.eg.enodes[e].node, self.eg.kid_classes(e)[:end])
+
+    def _static_match(self, p: Op, e: int) -> tuple[dict[str, Any], int] | None:
+        """The part of :meth:`_local_match` that depends on e-node ``e``'s IR node alone, which
+        never changes: the attribute bindings and the number of inputs up to the last given
+        one (kept for the whole search)."""
         node = self.eg.enodes[e].node
         if _norm(node.domain) != _norm(p.domain) or not self._graph_matcher.matchable(node):
             return None
-        kids = self.eg.kid_classes(e)[: len(node.inputs)]
-        end = len(kids)
-        while end and kids[end - 1] is None:
+        end = len(node.inputs)
+        while end and node.inputs[end - 1] is None:
             end -= 1
         if end != len(p.args):
             return None
         attrs = self._graph_matcher.attributes(p, node)
-        if attrs is None:
-            return None
-        return attrs, _orders(node, kids[:end])
+        return None if attrs is None else (attrs, end)
 
     def forget(self) -> None:
         """Drop what :meth:`_local_match` cached (call after the e-graph changed)."""
@@ -230,10 +284,13 @@ class EMatcher:
         rule = self.rule
         # Test each conjunct of the where clause as soon as the roots so far bind all of its
         # variables: a multi-root rule then prunes before it joins the next root.
-        done = self._check(st, done)
+        done, st = self._check(st, done)
         if done < 0:
             return
         if k == len(rule.match):
+            if st.deferred:  # found again once these classes are folded
+                self.consts.demand(st.deferred)  # type: ignore[union-attr]
+                return
             yield EMatch(rule, dict(st.tensors), dict(st.attrs), roots, st.enodes)
             return
         p = rule.match[k]
@@ -277,35 +334,77 @@ class EMatcher:
             classes = {self.eg.find(o) for e in found for o in self.eg.enodes[e].outs}
         return sorted(found)
 
-    def _check(self, st: _State, done: int) -> int:
+    def _check(self, st: _State, done: int) -> tuple[int, _State]:
         """Evaluate the conjuncts not yet in ``done`` (a bit mask) whose variables ``st``
-        binds; the new mask, or -1 when one is false or cannot be evaluated."""
+        binds; the new mask, or -1 when one is false or cannot be evaluated, and the state
+        with the classes of the conjuncts deferred until a fold (module docstring)."""
         if self._conjuncts is None:
             self._conjuncts = _conjuncts(self.rule)
             self._all = (1 << len(self._conjuncts)) - 1
         if done == self._all:
-            return done
+            return done, st
+        eg = self.eg
         env: dict[str, Any] | None = None
-        for i, (tree, names) in enumerate(self._conjuncts):
-            if done >> i & 1 or not all(n in st.tensors or n in st.attrs for n in names):
+        for i, term in enumerate(self._conjuncts):
+            if done >> i & 1 or not all(n in st.tensors or n in st.attrs for n in term.names):
                 continue
-            key = (i,) + tuple(
-                id(self.eg.rep(st.tensors[n])) if n in st.tensors else repr(st.attrs[n])
-                for n in names
+            key = (
+                (i,)
+                + tuple(
+                    id(eg.rep(st.tensors[n])) if n in st.tensors else repr(st.attrs[n])
+                    for n in term.names
+                )
+                + tuple(self._is_const(st.tensors[n]) for n in term.const_names)
+                + tuple(self._unfolded(st.tensors[n]) for n in term.data)
             )
             ok = self._verdicts.get(key)
             if ok is None:  # representatives live in the e-graph: their ids are stable
                 if env is None:
-                    env = {**st.attrs, **{k: self.eg.rep(c) for k, c in st.tensors.items()}}
+                    env = {**st.attrs, **{k: eg.rep(c) for k, c in st.tensors.items()}}
+                    env.update((_IS_CONST + k, self._is_const(c)) for k, c in st.tensors.items())
                 try:
-                    ok = bool(evaluate(tree, env))
+                    ok = bool(evaluate(term.tree, env))
                 except Exception:  # noqa: BLE001 - RuleEvalError and friends: no match
                     ok = False
+                if not ok and any(self._unfolded(st.tensors[n]) for n in term.data):
+                    ok = _DEFER if self._may_hold(term, env) else False
                 self._verdicts[key] = ok
-            if not ok:
-                return -1
+            if ok is _DEFER:
+                waiting = tuple(
+                    eg.find(st.tensors[n]) for n in term.data if self._unfolded(st.tensors[n])
+                )
+                st = _State(st.tensors, st.attrs, st.calls, st.enodes, st.deferred + waiting)
+            elif not ok:
+                return -1, st
             done |= 1 << i
-        return done
+        return done, st
+
+    @staticmethod
+    def _may_hold(term: _Conjunct, env: dict[str, Any]) -> bool:
+        """Whether a conjunct that reads the data of a class not yet folded may hold once it
+        is: false only for the tests that the value's type refutes (a non-square matrix is
+        no identity; a tensor of several elements is not scalar-like), so that no fold is
+        asked for in vain (BERT's concatenated weights, 265 MB, for ``is_identity_matrix``)."""
+        tree = term.tree
+        if not (
+            isinstance(tree, ast.Call)
+            and isinstance(tree.func, ast.Name)
+            and len(tree.args) == 1
+            and isinstance(tree.args[0], ast.Name)
+        ):
+            return True
+        test = _TYPE_TESTS.get(tree.func.id)
+        value = env.get(tree.args[0].id)
+        return test is None or not isinstance(value, Value) or test(value.type)
+
+    def _unfolded(self, c: int) -> bool:
+        return self.consts is not None and self.consts.unfolded(c)
+
+    def _is_const(self, c: int) -> bool:
+        """``is_const`` of class ``c``: it holds a constant, or (given the constant analysis)
+        it is computed from constants alone."""
+        cls = self.eg.klass(c)
+        return cls.const is not None or (self.consts is not None and cls.computed)
 
     def tensor_values(self, match: EMatch) -> dict[str, Value]:
         """The representative value of each bound class."""
@@ -330,10 +429,49 @@ def _anchors(p: Op, st: _State, eg: EGraph, depth: int = 0) -> Iterator[tuple[in
             yield from _anchors(a, st, eg, depth + 1)
 
 
-def _conjuncts(rule: Rule) -> list[tuple[ast.expr, tuple[str, ...]]]:
-    """The where clause's top-level ``and`` terms, each with the rule variables it reads
-    (cached per rule object: the library is loaded once, and walking every rule's patterns
-    took 0.7 s of each search)."""
+#: Functions of rule conditions that read a constant's data, not only its type.
+_DATA_FUNCTIONS = frozenset({"value", "all_equal", "is_identity_matrix", "is_scalar_like"})
+#: Prefix of the name that stands for ``is_const(x)`` in a conjunct (``_IS_CONST + "x"``).
+_IS_CONST = "is_const:"
+#: Verdict of a conjunct that needs the data of a class not yet folded.
+_DEFER = "defer"
+
+
+def _may_be_identity(t: ValueType) -> bool:
+    shape = getattr(t, "shape", None)
+    if shape is None:
+        return True
+    return (
+        len(shape) >= 2
+        and not (all(isinstance(d, int) for d in shape[:2]) and shape[0] != shape[1])
+        and all(not isinstance(d, int) or d == 1 for d in shape[2:])
+    )
+
+
+def _may_be_scalar(t: ValueType) -> bool:
+    shape = getattr(t, "shape", None)
+    return shape is None or all(not isinstance(d, int) or d == 1 for d in shape)
+
+
+#: Data tests whose answer the type may already give (no when it returns False).
+_TYPE_TESTS = {"is_identity_matrix": _may_be_identity, "is_scalar_like": _may_be_scalar}
+
+
+@dataclass(frozen=True)
+class _Conjunct:
+    """One top-level ``and`` term of a where clause: its tree with ``is_const(x)`` on tensor
+    variables read from the environment (``_IS_CONST + "x"``), the rule variables it reads,
+    those it asks ``is_const`` of, and those whose data it reads."""
+
+    tree: ast.expr
+    names: tuple[str, ...]
+    const_names: tuple[str, ...]
+    data: tuple[str, ...]
+
+
+def _conjuncts(rule: Rule) -> list[_Conjunct]:
+    """The where clause's conjuncts (cached per rule object: the library is loaded once, and
+    walking every rule's patterns took 0.7 s of each search)."""
     cached = _CONJUNCTS.get(id(rule))
     if cached is not None and cached[0] is rule:
         return cached[1]
@@ -342,10 +480,10 @@ def _conjuncts(rule: Rule) -> list[tuple[ast.expr, tuple[str, ...]]]:
     return found
 
 
-_CONJUNCTS: dict[int, tuple[Rule, list[tuple[ast.expr, tuple[str, ...]]]]] = {}
+_CONJUNCTS: dict[int, tuple[Rule, list[_Conjunct]]] = {}
 
 
-def _split_conjuncts(rule: Rule) -> list[tuple[ast.expr, tuple[str, ...]]]:
+def _split_conjuncts(rule: Rule) -> list[_Conjunct]:
     if rule.where is None:
         return []
     terms: list[ast.expr] = []
@@ -358,12 +496,49 @@ def _split_conjuncts(rule: Rule) -> list[tuple[ast.expr, tuple[str, ...]]]:
             terms.append(tree)
 
     split(rule.where.tree)
-    known = set(rule.variables()) | set(rule.attr_variables())
+    tensors = set(rule.variables())
+    known = tensors | set(rule.attr_variables())
     out = []
     for term in terms:
         names = {n.id for n in ast.walk(term) if isinstance(n, ast.Name) and n.id in known}
-        out.append((term, tuple(sorted(names))))
+        data = {
+            n.id
+            for call in ast.walk(term)
+            if isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id in _DATA_FUNCTIONS
+            for arg in call.args
+            for n in ast.walk(arg)
+            if isinstance(n, ast.Name) and n.id in tensors
+        }
+        tree, const_names = _const_lookups(term, tensors)
+        out.append(
+            _Conjunct(tree, tuple(sorted(names)), tuple(sorted(const_names)), tuple(sorted(data)))
+        )
     return out
+
+
+def _const_lookups(term: ast.expr, tensors: set[str]) -> tuple[ast.expr, set[str]]:
+    """``term`` (copied) with each ``is_const(x)`` of a tensor variable replaced by a lookup
+    of ``_IS_CONST + "x"``, and the variables so replaced."""
+    replaced: set[str] = set()
+
+    class Lookups(ast.NodeTransformer):
+        def visit_Call(self, node: ast.Call) -> ast.AST:
+            self.generic_visit(node)
+            if (
+                isinstance(node.func, ast.Name)
+                and node.func.id == "is_const"
+                and len(node.args) == 1
+                and not node.keywords
+                and isinstance(node.args[0], ast.Name)
+                and node.args[0].id in tensors
+            ):
+                replaced.add(node.args[0].id)
+                return ast.copy_location(ast.Name(_IS_CONST + node.args[0].id, ast.Load()), node)
+            return node
+
+    return Lookups().visit(copy.deepcopy(term)), replaced
 
 
 def is_commutative(domain: str, op: str) -> bool:
