@@ -36,10 +36,11 @@ Duplicates are dropped (by structure). Every candidate is then
 - timed end to end on onnxruntime at ORT_ENABLE_ALL against the input, interleaved in one
   process (:func:`optimizer.cost.rerank.rerank`, ``--batch`` candidates at a time, each batch
   with the input as reference); its latency is relative to the input's (1 / speedup, a median
-  of per-round ratios, which cancels drift). At least ``--rounds`` rounds, and more for fast
-  models, so that each candidate is timed ``--min-seconds`` in all per pass
-  (:func:`rounds_for`): sub-millisecond candidates differ by microseconds, which 10 rounds of
-  30 ms on a shared machine cannot rank.
+  of per-round ratios, which cancels drift), the input's being the median of three sessions
+  of it timed with the batch (the reference and ``--anchors`` more, :func:`baseline`). At
+  least ``--rounds`` rounds, and more for fast models, so that each candidate is timed
+  ``--min-seconds`` in all per pass (:func:`rounds_for`): sub-millisecond candidates differ
+  by microseconds, which 10 rounds of 30 ms on a shared machine cannot rank.
 
 The result per model is Spearman's rank correlation (scipy.stats.spearmanr) between each
 model's estimates and the latencies, over the search candidates and over all of them; the
@@ -55,8 +56,10 @@ import json
 import math
 import os
 import random
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -235,10 +238,31 @@ def candidates(
 
 
 def _time(batch: list[dict[str, Any]], reference, device: DeviceSpec, rounds: int, args) -> list:
-    return rerank(
-        [c["graph"] for c in batch], reference, device=device, rounds=rounds,
-        sample_seconds=args.sample_seconds,
+    """Speedups over ``reference`` of the batch's candidates, in batch order, each divided by
+    the batch's baseline (:func:`baseline`): ``args.anchors`` more sessions of the reference
+    are timed with the batch."""
+    anchors = [reference] * args.anchors
+    ranked = sorted(
+        rerank(
+            [c["graph"] for c in batch] + anchors, reference, device=device, rounds=rounds,
+            sample_seconds=args.sample_seconds,
+        ),
+        key=lambda r: r.index,
     )  # fmt: skip
+    base = baseline([r.speedup for r in ranked[len(batch) :]])
+    return [replace(r, speedup=r.speedup * base, speedup_q1=r.speedup_q1 * base,
+                    speedup_q3=r.speedup_q3 * base) for r in ranked[: len(batch)]]  # fmt: skip
+
+
+def baseline(anchor_speedups: list[float]) -> float:
+    """The latency of the input in a batch relative to its reference session: the median of
+    the reference (1) and of the other sessions of the input (latency 1 / speedup).
+
+    Two sessions of one model can run several percent apart for a whole batch (nasrnn_tiny:
+    one reference session 15% slower than five others, among them a session of the very same
+    model), which shifts every candidate of the batch against those of the other batches;
+    the median of three sessions of the input is off only when two of them are."""
+    return statistics.median([1.0, *(1 / s for s in anchor_speedups)])
 
 
 def rounds_for(call_seconds: float, rounds: int, sample_seconds: float, min_seconds: float) -> int:
@@ -330,7 +354,7 @@ def bench_model(name: str, args: argparse.Namespace, device: DeviceSpec) -> dict
                 c.setdefault("speedups", []).append(r.speedup)
                 c.setdefault("speedup_iqr", []).append([r.speedup_q1, r.speedup_q3])
                 if c["kind"] == "input" and repeat == 0:
-                    ref_latency = r.latency_ms * r.speedup  # the reference's median latency
+                    ref_latency = r.latency_ms  # the input's median latency
     refused = [c for c in sample if c.get("refused")]
     sample = [c for c in sample if not c.get("refused")]
     for c in sample:  # geometric mean over the repeats
@@ -426,7 +450,9 @@ def markdown(document: dict[str, Any]) -> str:
         "costlier graphs a search also weighs and rejects; *wide* = all of them). "
         "Each candidate is timed end to end on onnxruntime at ORT_ENABLE_ALL, "
         f"interleaved with the input (at least {config['rounds']} rounds, and at least "
-        f"{config.get('min_seconds', 0):g} s per candidate; relative latency = 1 / "
+        f"{config.get('min_seconds', 0):g} s per candidate; the input's latency is the median "
+        f"of {1 + config.get('anchors', 0)} sessions of it timed with each batch; "
+        "relative latency = 1 / "
         "speedup). The figures are Spearman's rho between each cost model's estimates and the "
         "latencies (target for the measured model: >= 0.8); *spread* is the range of latencies "
         "relative to the input; *retest* is the rho between two timings of the same candidates "
@@ -489,6 +515,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-seconds", type=float, default=0.03)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--batch", type=int, default=5, help="candidates timed together")
+    parser.add_argument(
+        "--anchors",
+        type=int,
+        default=2,
+        help="more sessions of the input timed with each batch (their median is its baseline)",
+    )
     parser.add_argument(
         "--repeats", type=int, default=2, help="time every candidate this many times"
     )

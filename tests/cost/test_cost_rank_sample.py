@@ -76,3 +76,27 @@ def test_fast_models_get_more_rounds_slow_ones_the_fewest():
     # Never fewer than asked.
     assert cost_rank.rounds_for(1.0, 10, 0.03, 2.0) == 10
     assert cost_rank.rounds_for(0.0005, 10, 0.03, 0.0) == 10
+
+
+def test_each_batch_is_measured_against_the_median_session_of_the_input(monkeypatch):
+    from argparse import Namespace
+
+    from optimizer.cost.rerank import Ranked
+
+    # The reference session runs 15% slow for the whole batch: the two anchors (more sessions
+    # of the input) run at 1 / 1.15 of it, and so do the candidates' speedups over it.
+    speedups = [1.15 * 1.0, 1.15 / 1.1, 1.15, 1.15 * 1.01]  # two candidates, two anchors
+
+    def fake_rerank(graphs, reference, **kwargs):
+        assert graphs[2:] == [reference, reference]
+        ranked = [Ranked(i, 1.0, s, s, s) for i, s in enumerate(speedups)]
+        return sorted(ranked, key=lambda r: -r.speedup)
+
+    monkeypatch.setattr(cost_rank, "rerank", fake_rerank)
+    args = Namespace(anchors=2, sample_seconds=0.03)
+    batch = [{"graph": "a"}, {"graph": "b"}]
+    timed = cost_rank._time(batch, "ref", None, 10, args)
+    assert [r.index for r in timed] == [0, 1]
+    assert [round(1 / r.speedup, 3) for r in timed] == [1.0, 1.1]  # against the input
+    assert cost_rank.baseline([]) == 1.0
+    assert cost_rank.baseline([0.5, 1.0]) == 1.0  # one slow anchor is outvoted
