@@ -42,7 +42,7 @@ from typing import Any, Protocol
 
 from optimizer.ir import REGISTRY, Node, Value, ValueType
 from optimizer.rewrite.expr import evaluate, literal_matches
-from optimizer.rewrite.match import _Matcher
+from optimizer.rewrite.match import _attr_same, _Matcher
 from optimizer.rewrite.rule import Literal, Op, Pattern, Rule, Var
 from optimizer.search.egraph import EGraph
 
@@ -345,18 +345,23 @@ class EMatcher:
             return done, st
         eg = self.eg
         env: dict[str, Any] | None = None
+        reps: dict[str, Value] = {}
         for i, term in enumerate(self._conjuncts):
             if done >> i & 1 or not all(n in st.tensors or n in st.attrs for n in term.names):
                 continue
-            key = (
-                (i,)
-                + tuple(
-                    id(eg.rep(st.tensors[n])) if n in st.tensors else repr(st.attrs[n])
-                    for n in term.names
-                )
-                + tuple(self._is_const(st.tensors[n]) for n in term.const_names)
-                + tuple(self._unfolded(st.tensors[n]) for n in term.data)
-            )
+            parts: list[Any] = [i]
+            for n in term.names:
+                c = st.tensors.get(n)
+                if c is None:
+                    parts.append(repr(st.attrs[n]))
+                else:
+                    rep = reps.get(n)
+                    if rep is None:
+                        rep = reps[n] = eg.rep(c)
+                    parts.append(id(rep))
+            parts.extend(self._is_const(st.tensors[n]) for n in term.const_names)
+            parts.extend(self._unfolded(st.tensors[n]) for n in term.data)
+            key = tuple(parts)
             ok = self._verdicts.get(key)
             if ok is None:  # representatives live in the e-graph: their ids are stable
                 if env is None:
@@ -561,9 +566,7 @@ def _orders(node: Node, kids: tuple) -> list[tuple]:
 
 
 def _same_attr(a: Any, b: Any) -> bool:
-    from optimizer.rewrite.match import _attr_same
-
-    return _attr_same(a, b)
+    return a is b or _attr_same(a, b)
 
 
 def _norm(domain: str) -> str:
