@@ -19,8 +19,10 @@ Pienaar, MLSys 2021) over graphopt's IR and rule library, with the
 4. extraction (:mod:`~optimizer.search.extract`, :mod:`~optimizer.search.extract_egraph`)
    picks one e-node per needed class, minimising the graph's cost with shared nodes counted
    once: ILP on HiGHS over the members that cannot close a cycle (for at most
-   :data:`ILP_SHARE` of the time limit), egg's greedy extractor as fallback; the chosen
-   graph is rebuilt as IR and checked.
+   :data:`ILP_SHARE` of the time limit), egg's greedy extractor as fallback; when pruning
+   dominated members leaves few choices, they are compared one by one instead
+   (:func:`~optimizer.search.extract_egraph.solve_few`); the chosen graph is rebuilt as IR
+   and checked.
 
 The result is returned only when its cost, ``cost(graph)``, is strictly below the input's;
 otherwise the input itself is. Nodes that must stay (random generators, opaque custom ops) are
@@ -77,8 +79,8 @@ from optimizer.search.base import Budget, SearchTrace, TraceStep
 from optimizer.search.egraph import ORIGINAL, EGraph
 from optimizer.search.eqsat_fold import FOLD_TOTAL_BYTES, ConstantFolder
 from optimizer.search.eqsat_match import EMatch, EMatcher, pattern_depth, pattern_ops
-from optimizer.search.extract import Extraction, ExtractionError, solve
-from optimizer.search.extract_egraph import materialize, problem_from_egraph
+from optimizer.search.extract import Extraction, ExtractionError
+from optimizer.search.extract_egraph import materialize, problem_from_egraph, solve_few
 
 __all__ = [
     "FOLD_TOTAL_BYTES",
@@ -467,14 +469,14 @@ class Saturation:
         :class:`ExtractionError` or :class:`IRCheckError` when it cannot be built)."""
         eg = self.eg
         ep = problem_from_egraph(eg, self.roots, self.cost)
-        ext = solve(ep.problem, self._ilp_time(deadline))
+        ext = solve_few(ep.problem, self._ilp_time(deadline))
         choice = ep.egraph_choice(ext.choice)
         provenance = [a.rule for a in self.apps]
         graph, came_from = materialize(eg, choice, self.graph, provenance)
         protected = context(self.graph).protected
         if protected and not self._keeps(protected, came_from):
             ep = problem_from_egraph(eg, self.roots, self.cost, pins=self._protected_pins())
-            ext = solve(ep.problem, self._ilp_time(deadline))
+            ext = solve_few(ep.problem, self._ilp_time(deadline))
             choice = ep.egraph_choice(ext.choice)
             graph, came_from = materialize(eg, choice, self.graph, provenance)
             if not self._keeps(protected, came_from):
@@ -621,7 +623,9 @@ def eqsat(
     Returns the cheapest extracted graph when it is strictly cheaper than ``graph`` under
     ``cost``, else ``graph`` itself, and a :class:`SearchTrace` whose ``explored`` counts
     e-nodes and whose ``extra`` holds ``iterations``, ``eclasses``, ``enodes``,
-    ``applications``, ``folded``, ``extraction`` ("ilp" or "greedy"), ``ilp_status``,
+    ``applications``, ``folded``, ``extraction`` ("ilp", "greedy", or "forced" and
+    "exhaustive" where few choices remained, see
+    :func:`~optimizer.search.extract_egraph.solve_few`), ``ilp_status``,
     ``ilp_seconds``, ``saturation_seconds``, ``extraction_seconds`` and, when the input was
     kept, ``kept_input`` with the reason.
 
