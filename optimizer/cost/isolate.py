@@ -615,13 +615,16 @@ def optimized_model(model: onnx.ModelProto, device: DeviceSpec) -> onnx.ModelPro
 
 def runs_as_one_kernel(isolated: Isolated, device: DeviceSpec) -> bool:
     """Whether onnxruntime fuses the nodes of ``isolated`` into a single kernel (its NCHWc
-    reorders aside): then inside a model the later nodes of the chain cost nothing extra."""
+    reorders aside, and the Reshapes it puts around a Gemm made of a MatMul of rank > 2 and
+    its bias, which change no data): then inside a model the later nodes of the chain cost
+    nothing extra."""
     if device.opt_level == "disable":
         return False
     optimized = optimized_model(isolated.model, device)
     compute = [
         n for n in optimized.graph.node
         if not (n.domain == NCHWC_DOMAIN and n.op_type in ("ReorderInput", "ReorderOutput"))
+        and not (n.domain in ("", "ai.onnx") and n.op_type == "Reshape")
     ]  # fmt: skip
     return len(compute) == 1
 

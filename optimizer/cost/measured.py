@@ -51,6 +51,9 @@ EPILOGUE_OPS = frozenset(
 )  # fmt: skip
 #: Longest chain of fused consumers looked at behind one producer.
 _MAX_EPILOGUE = 3
+#: Version of the cached fusion decisions; bump when :func:`isolate.runs_as_one_kernel`
+#: changes. 2: Reshapes around a Gemm (a rank-3 MatMul and its bias) change no data.
+FUSION_VERSION = 2
 #: Fusions onnxruntime makes across two nodes where the first one's only reader is the second
 #: (consumer op -> producer ops of its first input): Add + LayerNormalization becomes
 #: SkipLayerNormalization, whose onnxruntime 1.32 CPU kernel is several times slower than the
@@ -427,9 +430,9 @@ class MeasuredCost(NodeAdditive):
             return False
         links = [[chain.index(v.node) if v is not None and v.node in chain else -1
                   for v in n.inputs] for n in chain]  # fmt: skip
-        key = isolate.Signature(json.dumps(["fusion", texts, links]), "", frozenset()).key(
-            self._device_key
-        )
+        key = isolate.Signature(
+            json.dumps(["fusion", FUSION_VERSION, texts, links]), "", frozenset()
+        ).key(self._device_key)
         if key in self._fusions:
             return self._fusions[key]
         entry = self._store.get(key) if self._store is not None else None
