@@ -24,6 +24,7 @@ from optimizer.search.extract import (
     ExtractionError,
     ExtractionProblem,
     dag_cost,
+    needed,
     prefer_original,
     prune_dominated,
     solve,
@@ -203,7 +204,7 @@ def solve_few(problem: ExtractionProblem, time_limit: float) -> Extraction:
             best, best_cost = choice, cost
     if best is None:
         return solve(problem, time_limit)
-    choice = prefer_original(problem, best)
+    choice = prefer_original(problem, {c: best[c] for c in needed(pruned, best)})
     method = "exhaustive" if open_classes else "forced"
     return Extraction(
         choice,
