@@ -63,6 +63,7 @@ the last step ends at the result's cost.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import itertools
 import time
@@ -182,9 +183,10 @@ class Saturation:
             if r.match and isinstance(r.match[0], Op) and not is_commutation(r)
         ]
         self.folder = ConstantFolder(self.eg, self.meta)
-        self.matchers = {
-            r.name: EMatcher(self.eg, r, self._opset_of, self.folder) for r in self.rules
-        }
+        # Not a bound method: the matchers would then hold the saturation that holds them, and
+        # the whole e-graph would wait for the cyclic collector instead of being freed at once.
+        opset_of = functools.partial(_opset_of, self.opset, self.meta)
+        self.matchers = {r.name: EMatcher(self.eg, r, opset_of, self.folder) for r in self.rules}
         self.depth = {r.name: pattern_depth(r) for r in self.rules}
         self.ops = {r.name: pattern_ops(r) for r in self.rules}
         self.apps: list[Application] = []
@@ -198,9 +200,6 @@ class Saturation:
         self._above_cache: dict[int, set[int]] = {}
         self._names = {n: m.name for n, m in graph.node_meta.items() if m.name}
         self._needs = self._init_needs()
-
-    def _opset_of(self, domain: str) -> int | None:
-        return self.opset if domain in ("", "ai.onnx") else self.meta.opset(domain)
 
     # ------------------------------------------------------------------ the loop
 
@@ -567,6 +566,10 @@ class Saturation:
 
     def _describe(self, nodes: tuple[Node, ...]) -> list[str]:
         return [self._names.get(n) or f"{n.op}#{n.serial}" for n in nodes]
+
+
+def _opset_of(opset: int | None, meta, domain: str) -> int | None:
+    return opset if domain in ("", "ai.onnx") else meta.opset(domain)
 
 
 def _norm(domain: str) -> str:
