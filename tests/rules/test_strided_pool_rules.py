@@ -107,3 +107,56 @@ def test_pools_are_priced_by_their_layout_on_the_cpu():
         assert bool(reorders) is is_blocked  # the relu reading the graph input runs plain
         assert cpu.node_cost(pool) == pytest.approx(plain_model.node_cost(pool) * factor + reorders)
     assert UNBLOCKED_POOL_FACTOR > 1.0 > BLOCKED_POOL_FACTOR
+
+
+def shifted_reduction_path(size: int, channels: int = 16) -> onnx.ModelProto:
+    """NASNet-A's second reduction path: shift the image by one pixel (zero pad at the end,
+    drop the first row and column), subsample with a 1x1 average pool of stride 2, 1x1 conv."""
+    c = channels
+    ints = lambda name, *v: numpy_helper.from_array(np.array(v, np.int64), name)  # noqa: E731
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Pad", ["r", "pads"], ["padded"]),
+        helper.make_node("Slice", ["padded", "one", "big", "two", "one"], ["rows"]),
+        helper.make_node("Slice", ["rows", "one", "big", "three", "one"], ["shifted"]),
+        helper.make_node(
+            "AveragePool", ["shifted"], ["pooled"], kernel_shape=[1, 1], strides=[2, 2]
+        ),
+        helper.make_node("Conv", ["pooled", "w", "b"], ["y"]),
+    ]  # fmt: skip
+    inits = [
+        ints("pads", 0, 0, 0, 0, 0, 0, 1, 1), ints("one", 1), ints("big", 2**62),
+        ints("two", 2), ints("three", 3),
+        numpy_helper.from_array(RNG.standard_normal((c, c, 1, 1)).astype(np.float32), "w"),
+        numpy_helper.from_array(RNG.standard_normal(c).astype(np.float32), "b"),
+    ]  # fmt: skip
+    out = (size + 1) // 2
+    return checked_model(
+        nodes, "shifted",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, c, out, out])],
+        inits,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [15, 16])
+def test_shifted_subsampling_becomes_one_strided_slice(size):
+    """Pad + two Slices + pool + conv with stride become one Slice taking every other pixel
+    from the second on, read by a stride-1 conv that pads the missing last row and column
+    (odd sizes) itself: slice-slice-other-axis, conv1x1-of-strided-avgpool,
+    conv1x1-bias-strided-of-stepped-slice, strided-slice-of-end-pad, pad-into-conv(-bias) and
+    pad-zero-widths."""
+    model = shifted_reduction_path(size)
+    out = optimizer.optimize(model, guard=False)
+    ops = [n.op_type for n in out.graph.node]
+    assert sorted(ops) == ["Conv", "Relu", "Slice"], ops
+    (slice_node,) = [n for n in out.graph.node if n.op_type == "Slice"]
+    inits = {i.name: numpy_helper.to_array(i) for i in out.graph.initializer}
+    assert list(inits[slice_node.input[4]]) == [2, 2]  # steps
+    assert list(inits[slice_node.input[1]]) == [1, 1]  # starts
+    (conv,) = [n for n in out.graph.node if n.op_type == "Conv"]
+    attrs = {a.name: list(a.ints) for a in conv.attribute}
+    assert attrs.get("strides", [1, 1]) == [1, 1]
+    assert attrs.get("pads", [0, 0, 0, 0]) == [0, 0, size % 2, size % 2]
+    report = runtime.compare_models(model, out, num_samples=2, rtol=1e-5, atol=1e-6)
+    assert report.ok, report.summary()
