@@ -524,26 +524,41 @@ def _split_conjuncts(rule: Rule) -> list[_Conjunct]:
 
 
 def _const_lookups(term: ast.expr, tensors: set[str]) -> tuple[ast.expr, set[str]]:
-    """``term`` (copied) with each ``is_const(x)`` of a tensor variable replaced by a lookup
-    of ``_IS_CONST + "x"``, and the variables so replaced."""
+    """``term`` with each ``is_const(x)`` of a tensor variable replaced by a lookup of
+    ``_IS_CONST + "x"``, and the variables so replaced. Only the nodes on the way to a
+    replacement are copied (the rule's own tree is left as it is)."""
     replaced: set[str] = set()
 
-    class Lookups(ast.NodeTransformer):
-        def visit_Call(self, node: ast.Call) -> ast.AST:
-            self.generic_visit(node)
-            if (
-                isinstance(node.func, ast.Name)
-                and node.func.id == "is_const"
-                and len(node.args) == 1
-                and not node.keywords
-                and isinstance(node.args[0], ast.Name)
-                and node.args[0].id in tensors
-            ):
-                replaced.add(node.args[0].id)
-                return ast.copy_location(ast.Name(_IS_CONST + node.args[0].id, ast.Load()), node)
+    def walk(node: ast.AST) -> ast.AST:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "is_const"
+            and len(node.args) == 1
+            and not node.keywords
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id in tensors
+        ):
+            replaced.add(node.args[0].id)
+            return ast.copy_location(ast.Name(_IS_CONST + node.args[0].id, ast.Load()), node)
+        changes = {}
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, ast.AST):
+                new = walk(value)
+                if new is not value:
+                    changes[name] = new
+            elif isinstance(value, list):
+                items = [walk(v) if isinstance(v, ast.AST) else v for v in value]
+                if any(a is not b for a, b in zip(items, value, strict=True)):
+                    changes[name] = items
+        if not changes:
             return node
+        node = copy.copy(node)
+        for name, value in changes.items():
+            setattr(node, name, value)
+        return node
 
-    return Lookups().visit(copy.deepcopy(term)), replaced
+    return walk(term), replaced  # type: ignore[return-value]
 
 
 def is_commutative(domain: str, op: str) -> bool:
