@@ -44,8 +44,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import coo_array
 
 __all__ = [
     "ExtractionError",
@@ -58,6 +56,15 @@ __all__ = [
     "prune_dominated",
     "solve",
 ]
+
+
+def milp(*args, **kwargs):
+    """``scipy.optimize.milp``, imported on first use: importing scipy.optimize takes longer
+    (0.3-0.6 s) than a whole search on a small graph, which often needs no ILP."""
+    from scipy.optimize import milp as scipy_milp
+
+    return scipy_milp(*args, **kwargs)
+
 
 #: Relative optimality gap HiGHS may stop at (small: extraction problems are cheap to close).
 MIP_REL_GAP = 1e-6
@@ -254,7 +261,10 @@ class _Rows:
         self.lower.append(lo)
         self.upper.append(hi)
 
-    def constraint(self, n_vars: int) -> LinearConstraint:
+    def constraint(self, n_vars: int):
+        from scipy.optimize import LinearConstraint
+        from scipy.sparse import coo_array
+
         matrix = coo_array(
             (self.vals, (self.rows, self.cols)), shape=(len(self.lower), n_vars)
         ).tocsr()
@@ -370,6 +380,8 @@ def ilp_choice(
                 ub[j] = 0.0
 
     def run(rows: list[_Rows], n_all: int, upper: np.ndarray):
+        from scipy.optimize import Bounds
+
         integrality = np.zeros(n_all)
         integrality[:n_vars] = 0 if relaxed else 1
         left = deadline - time.perf_counter()
