@@ -33,7 +33,7 @@ from optimizer.cost.layout import (
     reordered_inputs,
     unblocked_depthwise,
 )
-from optimizer.ir import Graph, Node
+from optimizer.ir import Graph, Node, Value
 from optimizer.rewrite.match import context
 
 __all__ = [
@@ -180,12 +180,18 @@ class OrtFusionCost:
     def free_nodes(self, order: Iterable[Node], free: set[Node] | None = None) -> set[Node]:
         return self.base.free_nodes(order, free)
 
-    def total(self, order: Sequence[Node]) -> float:
+    def total(self, order: Sequence[Node], outputs: Iterable[Value] = ()) -> float:
         free = self.free_nodes(order)
-        return sum(self.node_cost(n) for n in order if n not in free)
+        seconds = sum(self.node_cost(n) for n in order if n not in free)
+        # A measuring base prices the fusions across nodes that it timed as whole kernels
+        # (SkipLayerNormalization: slower than its parts) on top of the per-node prices.
+        correction = getattr(self.base, "group_correction", None)
+        if correction is not None and getattr(self.base, "fusion", False):
+            seconds += correction(order, free, outputs)
+        return seconds
 
     def __call__(self, graph: Graph) -> float:
         bind = getattr(self.base, "bind", None)
         if bind is not None:
             bind(graph)  # models that build nodes (measured) need the graph's opsets
-        return self.total(context(graph).order)
+        return self.total(context(graph).order, graph.outputs)

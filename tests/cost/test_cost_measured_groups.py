@@ -129,3 +129,18 @@ def test_a_rank_3_matmul_and_its_bias_run_as_one_gemm(tmp_path):
     model = measured(tmp_path)
     assert model.estimate(add).source == "fused" and model.node_cost(add) == 0.0
     assert model.estimate(neg).source == "timed"  # not an epilogue onnxruntime fuses
+
+
+def test_the_search_wrapper_keeps_the_fused_kernels_price(tmp_path):
+    """``graphopt optimize --cost measured`` prices graphs through OrtFusionCost: its total
+    must include the fused pair's own timing, not the parts' sum."""
+    from optimizer.cost.fusion import OrtFusionCost
+
+    g, add, norm = _residual_norm(extra_reader=False)
+    model = measured(tmp_path)
+    wrapped = OrtFusionCost(model)
+    fused = model.group_estimate((add, norm))
+    assert wrapped(g) == pytest.approx(fused)
+    assert wrapped(g) != pytest.approx(_per_node(model, g))
+    unfused, _, _ = _residual_norm(extra_reader=True)
+    assert wrapped(unfused) == pytest.approx(_per_node(model, unfused))
