@@ -653,6 +653,8 @@ def ocggs_sample(
         decreasing: list[_Candidate] = []
         increasing: list[tuple[_Candidate, _Candidate]] = []  # (child, its parent)
         for parent in level:
+            if time.perf_counter() > deadline:
+                break
             for child in children(parent):
                 if child.cost < parent.cost:
                     decreasing.append(child)
@@ -677,11 +679,16 @@ def ocggs_sample(
         level = cheapest(kept, 2 * half)
         improved = False
         for cand in level:
+            if time.perf_counter() > deadline:
+                stopped = "time limit"
+                break  # an exact price is a whole-graph walk: none past the limit
             if cand.cost < best.cost:
                 exact = cost(cand.graph)
                 if exact < best.cost:
                     best = _Candidate(exact, cand.order, cand.graph, cand.steps)
                     improved = True
+        if stopped == "time limit":
+            break
         if not improved:
             stopped = "fixed point"
             break
