@@ -289,7 +289,9 @@ class MeasuredCost(NodeAdditive):
             result = self._group_memo[pair[1]] = self._time_group(list(pair))
             return result
 
-    def _time_group(self, chain: list[Node]) -> float | None:
+    def _chain_key(self, chain: list[Node], tag: list) -> tuple[str, dict[str, int]] | None:
+        """The cache key of ``chain`` (its nodes' signatures and the links between them, after
+        ``tag``) and the opsets to build it at; None when a node cannot be timed."""
         try:
             opsets = max((self._opsets_for(n) for n in chain), key=lambda o: o[""])
             texts = [isolate.signature(n, opsets, bindings=self.bindings).text for n in chain]
@@ -297,9 +299,14 @@ class MeasuredCost(NodeAdditive):
             return None
         links = [[chain.index(v.node) if v is not None and v.node in chain else -1
                   for v in n.inputs] for n in chain]  # fmt: skip
-        key = isolate.Signature(json.dumps(["group", texts, links]), "", frozenset()).key(
-            self._device_key
-        )
+        text = json.dumps([*tag, texts, links])
+        return isolate.Signature(text, "", frozenset()).key(self._device_key), opsets
+
+    def _time_group(self, chain: list[Node]) -> float | None:
+        keyed = self._chain_key(chain, ["group"])
+        if keyed is None:
+            return None
+        key, opsets = keyed
         entry = self._store.get(key) if self._store is not None else None
         if entry is not None and ("seconds" in entry or "fused" in entry):
             self.stats["cache"] += 1
@@ -432,16 +439,10 @@ class MeasuredCost(NodeAdditive):
         chain = self._chain(node)
         if chain is None:
             return False
-        try:
-            opsets = max((self._opsets_for(n) for n in chain), key=lambda o: o[""])
-            texts = [isolate.signature(n, opsets, bindings=self.bindings).text for n in chain]
-        except isolate.Untimeable:
+        keyed = self._chain_key(chain, ["fusion", FUSION_VERSION])
+        if keyed is None:
             return False
-        links = [[chain.index(v.node) if v is not None and v.node in chain else -1
-                  for v in n.inputs] for n in chain]  # fmt: skip
-        key = isolate.Signature(
-            json.dumps(["fusion", FUSION_VERSION, texts, links]), "", frozenset()
-        ).key(self._device_key)
+        key, opsets = keyed
         if key in self._fusions:
             return self._fusions[key]
         entry = self._store.get(key) if self._store is not None else None
