@@ -76,27 +76,30 @@ def _drop_absent_attributes(roots: Sequence[Pattern], env: dict[str, Any]) -> tu
     passing it on to the rewrite means leaving the attribute out again.
     """
     memo: dict[int, Pattern] = {}
+    return tuple(_without_absent(r, env, memo) for r in roots)
 
-    def walk(p: Pattern) -> Pattern:
-        if not isinstance(p, Op):
-            return p
-        done = memo.get(id(p))
-        if done is not None:
-            return done
-        attrs = []
-        for name, a in p.attrs:
-            if isinstance(a, AttrExpr):
-                try:
-                    if evaluate(a.tree, env) is None:
-                        continue
-                except Exception:  # noqa: BLE001 - instantiate reports it
-                    pass
-            attrs.append((name, a))
-        out = dataclasses.replace(p, args=tuple(walk(x) for x in p.args), attrs=tuple(attrs))
-        memo[id(p)] = out
-        return out
 
-    return tuple(walk(r) for r in roots)
+def _without_absent(p: Pattern, env: dict[str, Any], memo: dict[int, Pattern]) -> Pattern:
+    # A module function, not a nested one: a nested function that calls itself is a
+    # reference cycle, which searches (with the cyclic collector paused) would keep.
+    if not isinstance(p, Op):
+        return p
+    done = memo.get(id(p))
+    if done is not None:
+        return done
+    attrs = []
+    for name, a in p.attrs:
+        if isinstance(a, AttrExpr):
+            try:
+                if evaluate(a.tree, env) is None:
+                    continue
+            except Exception:  # noqa: BLE001 - instantiate reports it
+                pass
+        attrs.append((name, a))
+    args = tuple(_without_absent(x, env, memo) for x in p.args)
+    out = dataclasses.replace(p, args=args, attrs=tuple(attrs))
+    memo[id(p)] = out
+    return out
 
 
 def replacement(match: Match, *, opset: int | None = None) -> list[Value] | None:

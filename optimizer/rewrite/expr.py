@@ -324,15 +324,8 @@ def instantiate(
     """Build the values of ``roots`` (a rule's rewrite) over the match's bindings."""
     env: dict[str, Any] = {**attrs, **tensors}
     arity: dict[int, int] = {}
-
-    def count(p: Pattern) -> None:
-        if isinstance(p, Op):
-            arity[p.call] = max(arity.get(p.call, 1), p.index + 1, p.outputs)
-            for a in p.args:
-                count(a)
-
     for root in roots:
-        count(root)
+        _count_outputs(root, arity)
     nodes: dict[int, Node] = {}
 
     def build(p: Pattern) -> Value:
@@ -357,7 +350,21 @@ def instantiate(
             )
         return nodes[p.call].outputs[p.index]
 
-    return [build(root) for root in roots]
+    try:
+        return [build(root) for root in roots]
+    finally:
+        # A nested function that calls itself is a reference cycle (function -> its cell
+        # -> function) holding what it closes over, here the match's graph; searches pause
+        # the cyclic collector, so the cell is emptied by hand.
+        build = None  # type: ignore[assignment]
+
+
+def _count_outputs(p: Pattern, arity: dict[int, int]) -> None:
+    """Record in ``arity`` how many outputs each call of the rewrite ``p`` uses."""
+    if isinstance(p, Op):
+        arity[p.call] = max(arity.get(p.call, 1), p.index + 1, p.outputs)
+        for a in p.args:
+            _count_outputs(a, arity)
 
 
 def literal_matches(v: Value, lit: Literal) -> bool:

@@ -29,7 +29,14 @@ from optimizer.cost import AnalyticCost, CostModel
 from optimizer.ir import Graph
 from optimizer.rewrite.match import MatchIndex
 from optimizer.search.backtrack import taso
-from optimizer.search.base import Budget, SearchFn, SearchTrace, TraceStep, record
+from optimizer.search.base import (
+    Budget,
+    SearchFn,
+    SearchTrace,
+    TraceStep,
+    collector_paused,
+    record,
+)
 from optimizer.search.greedy import greedy
 from optimizer.search.ocggs import ocggs_dp, ocggs_prune, ocggs_sample
 from optimizer.search.partition import PART_SIZE, partitioned
@@ -60,6 +67,9 @@ ALGORITHMS: dict[str, Callable[[], SearchFn]] = {
     "ocggs-sample": lambda: ocggs_sample,
     "eqsat": _eqsat,
 }
+
+#: A search round is started only with at least this share of the time limit left.
+MIN_ROUND_SHARE = 0.05
 
 #: Names ``--search`` accepts.
 NAMES: tuple[str, ...] = ("auto", *ALGORITHMS)
@@ -145,22 +155,26 @@ def run_search(
     initial = cost(graph)
     steps: list[TraceStep] = []
     explored, stopped, extra = 0, "fixed point", {}
-    for _ in range(rounds):
-        left = budget.time_limit - (time.perf_counter() - start)
-        if left <= 0:
-            stopped = "time limit"
-            break
-        before_key = graph.key
-        # The margin leaves time for the fold that follows and for steps that cannot be cut.
-        graph, trace = search(graph, rules, cost, replace(budget, time_limit=left * 0.9))
-        steps.extend(trace.steps)
-        explored += trace.explored
-        stopped, extra = trace.stopped_by, trace.extra
-        if fold is not None:
-            unfolded, graph = graph, fold(graph)
-            record("fold", unfolded, graph)
-        if graph.key == before_key or not trace.steps:
-            break
+    with collector_paused():
+        for _ in range(rounds):
+            left = budget.time_limit - (time.perf_counter() - start)
+            if left < MIN_ROUND_SHARE * budget.time_limit:
+                # A round's fixed costs (listing the matches, pricing the whole graph) are
+                # not cut by its deadline: a round started with milliseconds left overruns.
+                stopped = "time limit"
+                break
+            before_key = graph.key
+            # The margin leaves time for the fold that follows and for steps that cannot be
+            # cut.
+            graph, trace = search(graph, rules, cost, replace(budget, time_limit=left * 0.9))
+            steps.extend(trace.steps)
+            explored += trace.explored
+            stopped, extra = trace.stopped_by, trace.extra
+            if fold is not None:
+                unfolded, graph = graph, fold(graph)
+                record("fold", unfolded, graph)
+            if graph.key == before_key or not trace.steps or stopped == "time limit":
+                break
     return graph, SearchTrace(
         algorithm=chosen,
         cost_before=initial,

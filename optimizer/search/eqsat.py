@@ -62,9 +62,7 @@ the last step ends at the result's cost.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import itertools
 import time
 from collections.abc import Iterator
@@ -76,7 +74,7 @@ from optimizer.passes.rewrite import is_commutation
 from optimizer.rewrite.apply import exists_in, replacement
 from optimizer.rewrite.match import Match, MatchIndex, context
 from optimizer.rewrite.rule import Op, Rule
-from optimizer.search.base import Budget, SearchTrace, TraceStep
+from optimizer.search.base import Budget, SearchTrace, TraceStep, collector_paused
 from optimizer.search.egraph import ORIGINAL, EGraph
 from optimizer.search.eqsat_fold import FOLD_TOTAL_BYTES, ConstantFolder
 from optimizer.search.eqsat_match import EMatch, EMatcher, pattern_depth, pattern_ops
@@ -622,25 +620,6 @@ def _fresh_nodes(eg: EGraph, values: list[Value]) -> list[Node]:
     return found
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off for the block (as it was before, after it).
-
-    Saturation allocates millions of small, long-lived objects (e-nodes, match states), and
-    each allocation burst makes the collector scan every object of the process again, the
-    imported libraries' included: on NASNet-A a quarter of the search time (1.2 of 5.2 s,
-    mostly full collections) went to finding no garbage. The search's data is freed by
-    reference counting; what few cycles it leaves, the next collection takes (peak memory
-    +2%)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def eqsat(
     graph: Graph, rules: MatchIndex, cost: CostModel, budget: Budget
 ) -> tuple[Graph, SearchTrace]:
@@ -659,7 +638,7 @@ def eqsat(
     a fixed order, and HiGHS is deterministic; only a time limit that cuts saturation or the
     ILP short makes the result depend on the machine's speed.
     """
-    with _collector_paused():
+    with collector_paused():
         return _eqsat(graph, rules, cost, budget)
 
 

@@ -124,15 +124,12 @@ def pattern_ops(rule: Rule) -> frozenset[tuple[str, str]]:
     """The (domain, op) of every ``Op`` pattern of the rule's roots: a rule can only match
     where each of them occurs."""
     found: set[tuple[str, str]] = set()
-
-    def walk(p: Pattern) -> None:
+    stack = list(rule.match)
+    while stack:
+        p = stack.pop()
         if isinstance(p, Op):
             found.add((p.domain, p.op))
-            for a in p.args:
-                walk(a)
-
-    for root in rule.match:
-        walk(root)
+            stack.extend(p.args)
     return frozenset(found)
 
 
@@ -492,15 +489,13 @@ def _split_conjuncts(rule: Rule) -> list[_Conjunct]:
     if rule.where is None:
         return []
     terms: list[ast.expr] = []
-
-    def split(tree: ast.expr) -> None:
+    stack = [rule.where.tree]
+    while stack:
+        tree = stack.pop()
         if isinstance(tree, ast.BoolOp) and isinstance(tree.op, ast.And):
-            for v in tree.values:
-                split(v)
+            stack.extend(reversed(tree.values))  # popped in their written order
         else:
             terms.append(tree)
-
-    split(rule.where.tree)
     tensors = set(rule.variables())
     known = tensors | set(rule.attr_variables())
     out = []
@@ -558,7 +553,12 @@ def _const_lookups(term: ast.expr, tensors: set[str]) -> tuple[ast.expr, set[str
             setattr(node, name, value)
         return node
 
-    return walk(term), replaced  # type: ignore[return-value]
+    try:
+        return walk(term), replaced  # type: ignore[return-value]
+    finally:
+        # A self-calling nested function is a reference cycle; searches pause the cyclic
+        # collector, so its cell is emptied by hand.
+        walk = None  # type: ignore[assignment]
 
 
 def is_commutative(domain: str, op: str) -> bool:

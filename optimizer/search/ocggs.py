@@ -525,8 +525,13 @@ class _Search:
                 branch(g, g_cost, keys, depth, steps, candidates, touched, left, step,
                        new_cost, biggest)  # fmt: skip
 
-        branch(root.graph, root.cost, keys, 0, (), candidates, None, (), first,
-               root.cost + first.delta, _biggest(root.graph, first.match, keys))  # fmt: skip
+        try:
+            branch(root.graph, root.cost, keys, 0, (), candidates, None, (), first,
+                   root.cost + first.delta, _biggest(root.graph, first.match, keys))  # fmt: skip
+        finally:
+            # branch and visit call each other: a reference cycle through their cells that
+            # holds every graph of the subtree; emptying the cells frees them at once.
+            branch = visit = children = None  # type: ignore[assignment]
         return best if best.cost < root.cost else None
 
     # ------------------------------------------------------------ the whole search
@@ -550,6 +555,9 @@ class _Search:
             self.stopped = "fixed point"  # unless this pass runs out of time
             found = self.lookahead(graph, current)
             self.deadline = deadline
+            if self.stopped == "time limit" and time.perf_counter() < deadline:
+                # The pass's own share ran out, not the search's time: callers may go on.
+                self.stopped = "lookahead limit"
             share -= time.perf_counter() - started
             spent += time.perf_counter() - started
             if found is None:
