@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -82,6 +83,38 @@ def test_interning_does_not_keep_dead_nodes_alive():
     del node
     gc.collect()
     assert Node.make("Tanh", [x], output_types=[F32]).serial != serial
+
+
+def test_a_dropped_graph_is_freed_without_the_cycle_collector():
+    # Searches pause the cyclic collector: nodes and values must not form reference cycles.
+    x = graph_input("x", F32)
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        y = Node.make("Relu", [add(x, x)], output_types=[F32]).output
+        upstream = weakref.ref(y.node.inputs[0].node)
+        graph = Graph(inputs=(x,), outputs=(y,), output_names=("y",))
+        assert graph.nodes() and upstream() is not None
+        del graph, y
+        assert upstream() is None
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def test_a_node_gives_the_same_values_while_they_are_held():
+    x = graph_input("x", F32)
+    split = Node.make(
+        "Split", [x], {"axis": 1, "num_outputs": 2},
+        output_types=[TensorType(DType.FLOAT, ("N", 2))] * 2,
+    )  # fmt: skip
+    first, second = split.outputs
+    assert split.outputs[0] is first and split.outputs[1] is second
+    assert first.node is split and (first.index, second.index) == (0, 1)
+    del first  # nothing holds it: the next access makes an equal one, the other one kept
+    again = split.outputs
+    assert again[1] is second and again[0].node is split
+    assert again[0].type == TensorType(DType.FLOAT, ("N", 2)) and again[0].index == 0
 
 
 def test_multi_output_nodes_and_topological_order():
