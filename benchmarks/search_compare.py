@@ -8,7 +8,10 @@ stopped, and whether the result (after constant folding, exported) matches the o
 onnxruntime. Writes ``benchmarks/results/search/results.{json,md}``.
 
 The comparison the search issue asks for: do equality saturation and OCGGS reach at least
-TASO's cost reduction in a tenth of its time? The Markdown says so per model.
+TASO's cost reduction in a tenth of its time? The Markdown says so per model. One whose whole
+run took longer (it goes on after reaching its best graph: more rounds, lookaheads that find
+nothing) is run again with a tenth of TASO's time as its limit, and the verdict is what that
+run reached, within that time.
 """
 
 from __future__ import annotations
@@ -32,6 +35,47 @@ OUT = HERE / "results" / "search"
 ALGORITHMS = ("greedy", "taso", "ocggs", "ocggs-prune", "ocggs-sample", "eqsat", "auto")
 
 
+#: The algorithms compared with TASO's time.
+FAST = ("eqsat", "ocggs")
+
+
+def _run(name: str, path, graph, rules, cost, algorithm: str, limit: float) -> dict:
+    """One search of ``graph`` by ``algorithm`` within ``limit`` seconds, its result checked
+    against the original model on onnxruntime."""
+    budget = Budget(time_limit=limit)
+    start = time.perf_counter()
+    try:
+        found, trace = run_search(
+            graph, rules, name=algorithm, cost=cost, budget=budget, fold=fold_constants
+        )
+    except Exception as exc:  # noqa: BLE001 - one algorithm's failure is a result
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    seconds = time.perf_counter() - start
+    report = runtime.compare_models(
+        path, onnx_io.to_proto(found), rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL
+    )
+    result = {
+        "status": "ok",
+        "seconds": round(seconds, 3),
+        "cost_before": trace.cost_before,
+        "cost_after": trace.cost_after,
+        "reduction": 1 - trace.cost_after / trace.cost_before if trace.cost_before else 0.0,
+        "rewrites": len(trace.steps),
+        "explored": trace.explored,
+        "stopped_by": trace.stopped_by,
+        "outputs_match": report.ok,
+        "time_limit": budget.time_limit,
+        "algorithm_run": trace.algorithm,
+    }
+    print(
+        f"{name:18s} {algorithm:13s} {seconds:7.2f}s (limit {limit:5.1f}) reduction "
+        f"{100 * result['reduction']:6.2f}% rewrites {len(trace.steps):3d} "
+        f"{trace.stopped_by:11s} match={report.ok}",
+        flush=True,
+    )
+    return result
+
+
 def compare_model(name: str, limit: float, taso_limit: float, algorithms) -> dict:
     from benchmarks import models
 
@@ -43,38 +87,19 @@ def compare_model(name: str, limit: float, taso_limit: float, algorithms) -> dic
     entry = {"name": name, "nodes": len(graph.nodes()), "auto_picks": choose(graph, Budget())}
     results = {}
     for algorithm in algorithms:
-        budget = Budget(time_limit=taso_limit if algorithm == "taso" else limit)
-        start = time.perf_counter()
-        try:
-            found, trace = run_search(
-                graph, rules, name=algorithm, cost=cost, budget=budget, fold=fold_constants
-            )
-        except Exception as exc:  # noqa: BLE001 - one algorithm's failure is a result
-            results[algorithm] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            continue
-        seconds = time.perf_counter() - start
-        report = runtime.compare_models(
-            path, onnx_io.to_proto(found), rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL
-        )
-        results[algorithm] = {
-            "status": "ok",
-            "seconds": round(seconds, 3),
-            "cost_before": trace.cost_before,
-            "cost_after": trace.cost_after,
-            "reduction": 1 - trace.cost_after / trace.cost_before if trace.cost_before else 0.0,
-            "rewrites": len(trace.steps),
-            "explored": trace.explored,
-            "stopped_by": trace.stopped_by,
-            "outputs_match": report.ok,
-            "time_limit": budget.time_limit,
-            "algorithm_run": trace.algorithm,
-        }
-        print(
-            f"{name:18s} {algorithm:13s} {seconds:7.2f}s reduction "
-            f"{100 * results[algorithm]['reduction']:6.2f}% rewrites {len(trace.steps):3d} "
-            f"{trace.stopped_by:11s} match={report.ok}",
-            flush=True,
-        )
+        limit_s = taso_limit if algorithm == "taso" else limit
+        results[algorithm] = _run(name, path, graph, rules, cost, algorithm, limit_s)
+    # The question is whether they *reach* TASO's reduction within a tenth of its time: an
+    # algorithm that went on past that point (further rounds, lookaheads that find nothing)
+    # runs again with a tenth of TASO's time as its limit.
+    taso = results.get("taso", {})
+    for fast in FAST:
+        other = results.get(fast, {})
+        if taso.get("status") == "ok" and other.get("status") == "ok" and (
+            other["seconds"] > taso["seconds"] / 10
+        ):
+            tenth = taso["seconds"] / 10
+            results[f"{fast}@tenth"] = _run(name, path, graph, rules, cost, fast, tenth)
     entry["algorithms"] = results
     return entry
 
@@ -86,10 +111,18 @@ def _verdict(entry: dict, fast: str) -> str:
     if other["status"] != "ok":
         return "failed"
     reaches = other["reduction"] >= taso["reduction"] - 1e-9
-    tenth = other["seconds"] <= taso["seconds"] / 10
-    return ("yes" if reaches and tenth else "no") + (
-        f" ({other['seconds'] / max(taso['seconds'], 1e-9):.2f} of the time)"
-    )
+    share = other["seconds"] / max(taso["seconds"], 1e-9)
+    if reaches and share <= 0.1:
+        return f"yes ({share:.2f} of the time)"
+    tenth = entry["algorithms"].get(f"{fast}@tenth")
+    if tenth and tenth["status"] == "ok" and tenth["outputs_match"]:
+        reaches = tenth["reduction"] >= taso["reduction"] - 1e-9
+        within = tenth["seconds"] <= taso["seconds"] / 10
+        return ("yes" if reaches and within else "no") + (
+            f" (limited to a tenth, {tenth['seconds']:.1f} s: "
+            f"{100 * tenth['reduction']:.2f}%; unlimited {share:.2f} of the time)"
+        )
+    return f"no ({share:.2f} of the time)"
 
 
 def markdown(document: dict) -> str:

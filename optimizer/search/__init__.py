@@ -170,10 +170,13 @@ def run_search(
             steps.extend(trace.steps)
             explored += trace.explored
             stopped, extra = trace.stopped_by, trace.extra
+            searched = graph.key
             if fold is not None:
                 unfolded, graph = graph, fold(graph)
                 record("fold", unfolded, graph)
-            if graph.key == before_key or not trace.steps or stopped == "time limit":
+            if graph.key in (before_key, searched) or not trace.steps or stopped == "time limit":
+                # Unchanged by the fold, the graph is where this round's search ended: the
+                # next round would search it again.
                 break
     return graph, SearchTrace(
         algorithm=chosen,
