@@ -299,6 +299,11 @@ def _refusal(graph: Graph, device: DeviceSpec) -> str | None:
     return None
 
 
+def _geomean_latency(speedups: list[float]) -> float:
+    """Latency relative to the input from speedups over it: 1 / their geometric mean."""
+    return math.exp(-sum(map(math.log, speedups)) / len(speedups))
+
+
 def _spearman(xs: list[float], ys: list[float]) -> tuple[float | None, float | None]:
     if len(xs) < 3 or len(set(xs)) < 2 or len(set(ys)) < 2:
         return None, None
@@ -358,7 +363,7 @@ def bench_model(name: str, args: argparse.Namespace, device: DeviceSpec) -> dict
     refused = [c for c in sample if c.get("refused")]
     sample = [c for c in sample if not c.get("refused")]
     for c in sample:  # geometric mean over the repeats
-        c["relative_latency"] = math.exp(-sum(map(math.log, c["speedups"])) / len(c["speedups"]))
+        c["relative_latency"] = _geomean_latency(c["speedups"])
     result: dict[str, Any] = {"name": name, "candidates": len(sample), "max_steps": steps,
                               "reference_latency_ms": ref_latency, "rounds": rounds}  # fmt: skip
     for group, kinds in GROUPS.items():
@@ -367,8 +372,10 @@ def bench_model(name: str, args: argparse.Namespace, device: DeviceSpec) -> dict
         rel = [c["relative_latency"] for c in members]
         result[f"{group}_latency_spread"] = [min(rel), max(rel)]
         if args.repeats > 1:  # test-retest: how well latency ranks itself (the noise ceiling)
-            first_run = [1 / c["speedups"][0] for c in members]
-            second_run = [1 / c["speedups"][1] for c in members]
+            # Split halves (even and odd passes, each a geometric mean): with four passes
+            # each half is as steady as a two-pass latency, the retest of what is scored.
+            first_run = [_geomean_latency(c["speedups"][0::2]) for c in members]
+            second_run = [_geomean_latency(c["speedups"][1::2]) for c in members]
             result[f"{group}_latency_retest"] = _spearman(first_run, second_run)[0]
         if args.measured_retest:  # how well the measured model ranks its own estimates
             result[f"{group}_measured_retest"] = _spearman(
@@ -455,8 +462,9 @@ def markdown(document: dict[str, Any]) -> str:
         "relative latency = 1 / "
         "speedup). The figures are Spearman's rho between each cost model's estimates and the "
         "latencies (target for the measured model: >= 0.8); *spread* is the range of latencies "
-        "relative to the input; *retest* is the rho between two timings of the same candidates "
-        f"({config['repeats']} passes, latency = their geometric mean): the noise ceiling, "
+        "relative to the input; *retest* is the rho between the latencies of the even and "
+        f"the odd passes ({config['repeats']} passes, latency = their geometric mean): the "
+        "noise ceiling, "
         "since no estimate can rank latencies better than they rank themselves; *est. "
         "retest* is the rho between the measured model's estimates and those of a second "
         "measured model that times every node again (no cache): the noise of its timings. "
@@ -522,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         help="more sessions of the input timed with each batch (their median is its baseline)",
     )
     parser.add_argument(
-        "--repeats", type=int, default=2, help="time every candidate this many times"
+        "--repeats", type=int, default=4, help="time every candidate this many times"
     )
     parser.add_argument(
         "--no-measured-retest",
