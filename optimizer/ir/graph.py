@@ -228,14 +228,13 @@ class Node:
         dropped one, since nothing kept it.
         """
         values = tuple([ref() for ref in self._refs])
-        if values and None not in values:
+        if len(values) == len(self.output_types) and None not in values:
             return values
         with _VALUES_LOCK:  # two threads must not make two values for one output
+            held = [ref() for ref in self._refs] or [None] * len(self.output_types)
             values = tuple(
-                (ref() if ref is not None else None) or Value(self, i, t)
-                for i, (ref, t) in enumerate(
-                    itertools.zip_longest(self._refs, self.output_types)
-                )
+                Value(self, i, t) if v is None else v
+                for i, (v, t) in enumerate(zip(held, self.output_types))
             )
             self._refs = tuple(weakref.ref(v) for v in values)
         return values

@@ -121,14 +121,16 @@ def algorithm(name: str) -> SearchFn:
 
 
 def _recorded(fn: SearchFn) -> SearchFn:
-    """``fn`` reporting each call's graphs and steps to an opt-in
+    """``fn`` run with the cyclic garbage collector paused (:func:`collector_paused`), and
+    reporting each call's graphs and steps to an opt-in
     :func:`~optimizer.search.base.recording` (explained optimization replays them)."""
 
     @functools.wraps(fn)
     def search(
         graph: Graph, rules: MatchIndex, cost: CostModel, budget: Budget
     ) -> tuple[Graph, SearchTrace]:
-        result, trace = fn(graph, rules, cost, budget)
+        with collector_paused():
+            result, trace = fn(graph, rules, cost, budget)
         record(trace.algorithm, graph, result, tuple(trace.steps))
         return result, trace
 
@@ -155,29 +157,28 @@ def run_search(
     initial = cost(graph)
     steps: list[TraceStep] = []
     explored, stopped, extra = 0, "fixed point", {}
-    with collector_paused():
-        for _ in range(rounds):
-            left = budget.time_limit - (time.perf_counter() - start)
-            if left < MIN_ROUND_SHARE * budget.time_limit:
-                # A round's fixed costs (listing the matches, pricing the whole graph) are
-                # not cut by its deadline: a round started with milliseconds left overruns.
-                stopped = "time limit"
-                break
-            before_key = graph.key
-            # The margin leaves time for the fold that follows and for steps that cannot be
-            # cut.
-            graph, trace = search(graph, rules, cost, replace(budget, time_limit=left * 0.9))
-            steps.extend(trace.steps)
-            explored += trace.explored
-            stopped, extra = trace.stopped_by, trace.extra
-            searched = graph.key
-            if fold is not None:
-                unfolded, graph = graph, fold(graph)
-                record("fold", unfolded, graph)
-            if graph.key in (before_key, searched) or not trace.steps or stopped == "time limit":
-                # Unchanged by the fold, the graph is where this round's search ended: the
-                # next round would search it again.
-                break
+    for _ in range(rounds):
+        left = budget.time_limit - (time.perf_counter() - start)
+        if left < MIN_ROUND_SHARE * budget.time_limit:
+            # A round's fixed costs (listing the matches, pricing the whole graph) are
+            # not cut by its deadline: a round started with milliseconds left overruns.
+            stopped = "time limit"
+            break
+        before_key = graph.key
+        # The margin leaves time for the fold that follows and for steps that cannot be
+        # cut.
+        graph, trace = search(graph, rules, cost, replace(budget, time_limit=left * 0.9))
+        steps.extend(trace.steps)
+        explored += trace.explored
+        stopped, extra = trace.stopped_by, trace.extra
+        searched = graph.key
+        if fold is not None:
+            unfolded, graph = graph, fold(graph)
+            record("fold", unfolded, graph)
+        if graph.key in (before_key, searched) or not trace.steps or stopped == "time limit":
+            # Unchanged by the fold, the graph is where this round's search ended: the
+            # next round would search it again.
+            break
     return graph, SearchTrace(
         algorithm=chosen,
         cost_before=initial,

@@ -74,7 +74,7 @@ from optimizer.passes.rewrite import is_commutation
 from optimizer.rewrite.apply import exists_in, replacement
 from optimizer.rewrite.match import Match, MatchIndex, context
 from optimizer.rewrite.rule import Op, Rule
-from optimizer.search.base import Budget, SearchTrace, TraceStep, collector_paused
+from optimizer.search.base import Budget, SearchTrace, TraceStep
 from optimizer.search.egraph import ORIGINAL, EGraph
 from optimizer.search.eqsat_fold import FOLD_TOTAL_BYTES, ConstantFolder
 from optimizer.search.eqsat_match import EMatch, EMatcher, pattern_depth, pattern_ops
@@ -638,8 +638,7 @@ def eqsat(
     a fixed order, and HiGHS is deterministic; only a time limit that cuts saturation or the
     ILP short makes the result depend on the machine's speed.
     """
-    with collector_paused():
-        return _eqsat(graph, rules, cost, budget)
+    return _eqsat(graph, rules, cost, budget)
 
 
 def _eqsat(

@@ -32,7 +32,7 @@ from optimizer import onnx_io, runtime  # noqa: E402
 from optimizer.cost import AnalyticCost  # noqa: E402
 from optimizer.rewrite import load_rules  # noqa: E402
 from optimizer.rewrite.match import MatchIndex  # noqa: E402
-from optimizer.search import eqsat_fold  # noqa: E402
+from optimizer.search import algorithm, eqsat_fold  # noqa: E402
 from optimizer.search.base import Budget  # noqa: E402
 from optimizer.search.eqsat import Saturation, eqsat  # noqa: E402
 from optimizer.search.eqsat_match import pattern_ops  # noqa: E402
@@ -158,7 +158,8 @@ def test_the_collector_is_left_as_it_was():
     try:
         for enabled in (True, False):
             (gc.enable if enabled else gc.disable)()
-            eqsat(graph, _rules("mul-one"), COST, Budget(time_limit=20))
+            # Every registered algorithm runs with the collector paused (search.algorithm).
+            algorithm("eqsat")(graph, _rules("mul-one"), COST, Budget(time_limit=20))
             assert gc.isenabled() == enabled
     finally:
         (gc.enable if was else gc.disable)()
